@@ -1,0 +1,1 @@
+"""Real servers on loopback (sshd, WordPress stack) shared by the tests, the demo and the benchmarks."""

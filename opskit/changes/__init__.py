@@ -1,0 +1,1 @@
+"""Mutating steps that know their own undo."""

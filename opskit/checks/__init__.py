@@ -1,0 +1,1 @@
+"""Verifications: HTTP, paths, config tests."""

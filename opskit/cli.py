@@ -1,0 +1,360 @@
+"""opskit's command line.
+
+`main()` is the outer entry: it maps opskit's errors to one-line messages and
+exit codes (see ExitCode) and honours --traceback. The click commands below it
+do the work and have no error handling of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+import click
+
+from opskit import __version__
+from opskit.errors import ExitCode, InputError, OpskitError
+
+EXIT_CODES_HELP = """\b
+Exit status:
+  0    every host ended fine (ok, changed, kept, held, or rolled back at the end of its hold)
+  1    some host failed, was unreachable, hit a conflict, or was rolled back by a failure
+  2    bad command line, inventory or playbook: nothing was done
+  130  interrupted (Ctrl-C, SIGTERM): changes were rolled back
+"""
+
+
+def _inventory_option(f):
+    return click.option("-i", "--inventory", "inventory", metavar="FILE", default=None,
+                        help="Inventory file (default: $OPSKIT_INVENTORY, else ./inventory.yaml).")(f)
+
+
+def _selection_options(f):
+    f = click.option("--all", "select_all", is_flag=True, help="Every host in the inventory.")(f)
+    f = click.option("--group", "-g", "groups", multiple=True, metavar="NAME", help="Hosts of this group (repeatable).")(f)
+    f = click.option("--host", "-H", "hosts", multiple=True, metavar="NAME",
+                     help="Host name or shell-style glob like 'site*' (repeatable).")(f)
+    return f
+
+
+def _inventory_path(ctx: click.Context, value: str | None):
+    from opskit import inventory
+
+    return inventory.resolve_path(value or (ctx.obj or {}).get("inventory"))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EXIT_CODES_HELP)
+@_inventory_option
+@click.option("--traceback", is_flag=True, help="Show a full traceback for unexpected errors.")
+@click.version_option(__version__, prog_name="opskit")
+@click.pass_context
+def cli(ctx: click.Context, inventory: str | None, traceback: bool):
+    """Find why WordPress sites answer 502, apply the standard fixes over SSH,
+    and roll every change back automatically.
+
+    \b
+    Typical use:
+      opskit list                               playbooks you can run
+      opskit run disable-cdn --host site1       take CDN Enabler out for a hold window
+      opskit runs                               what is held right now
+      opskit confirm RUN | opskit rollback RUN  end a hold early
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["inventory"] = inventory
+    ctx.obj["traceback"] = traceback
+
+
+@cli.command("list")
+@click.option("--playbook-path", multiple=True, metavar="DIR", help="Also look for playbooks in DIR (repeatable).")
+def list_cmd(playbook_path):
+    """List playbooks with their descriptions."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from opskit import playbook as pb
+
+    table = Table(show_header=True, box=None)
+    table.add_column("playbook", style="bold")
+    table.add_column("changes")
+    table.add_column("description")
+    for name, file in pb.available(tuple(playbook_path)).items():
+        book = pb.load(str(file), tuple(playbook_path))
+        table.add_row(name, book.changes + (f" (hold {book.hold}s)" if book.changes == "temporary" else ""), book.description.split("\n")[0])
+    Console().print(table)
+
+
+@cli.command("show")
+@click.argument("name")
+@click.option("--playbook-path", multiple=True, metavar="DIR", help="Also look for playbooks in DIR (repeatable).")
+def show_cmd(name, playbook_path):
+    """Print a playbook's steps and what it may change."""
+    from opskit import playbook as pb
+    from opskit.duration import format_duration
+
+    book = pb.load(name, tuple(playbook_path))
+    click.echo(f"{book.name} — {book.file}")
+    click.echo(book.description)
+    click.echo("")
+    if book.changes == "none":
+        click.echo("Changes: none (read-only)")
+    else:
+        click.echo(f"Changes: {book.changes}; default hold {format_duration(book.hold)}"
+                   + ("; undone at the end of the hold unless `opskit confirm`" if book.changes == "temporary" else "; kept once verified"))
+    click.echo("\nSteps:")
+    for number, step in enumerate(book.steps, 1):
+        marker = "CHANGE " if step.kind == "change" else ""
+        click.echo(f"  {number}. {marker}{step.label}  [{step.kind}: {', '.join(step.names)}]")
+        for key, value in step.params.items():
+            click.echo(f"       {key}: {value}")
+        if step.when:
+            click.echo(f"       when: {step.when}")
+    if book.after_rollback:
+        click.echo("\nAfter a rollback:")
+        for number, step in enumerate(book.after_rollback, 1):
+            click.echo(f"  {number}. {step.label}  [{step.kind}: {', '.join(step.names)}]")
+
+
+@cli.command("run", epilog=EXIT_CODES_HELP)
+@click.argument("playbook")
+@_inventory_option
+@_selection_options
+@click.option("--check", "check_mode", is_flag=True, help="Show what would change (diffs, renames); change nothing, arm nothing.")
+@click.option("--hold", metavar="DURATION", help="Hold window for temporary changes, e.g. 90s, 15m, 1h (default: the playbook's).")
+@click.option("--forks", type=click.IntRange(1, 500), default=20, show_default=True, help="Hosts worked on at once.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout (progress stays off).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before changing hosts (asked only on a terminal).")
+@click.option("--detach", is_flag=True, help="Do not wait for the hold: leave the guard on each host to undo at the deadline.")
+@click.option("--accept-new-host-keys", is_flag=True, help="Record unknown host keys (like OpenSSH accept-new). Changed keys are always refused.")
+@click.option("--playbook-path", multiple=True, metavar="DIR", help="Also look for playbooks in DIR (repeatable).")
+@click.pass_context
+def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hold, forks, as_json, yes, detach,
+            accept_new_host_keys, playbook_path):
+    """Run PLAYBOOK on the selected hosts, one transaction per host.
+
+    Changes are journalled before they are made, a guard on each host undoes
+    them by itself at the deadline, and everything is rolled back when a step
+    fails, a check fails, or you press Ctrl-C.
+    """
+    from opskit import inventory as inv
+    from opskit import playbook as pb
+    from opskit import report
+    from opskit.duration import parse_duration
+    from opskit.journal import Journal, new_run_id
+    from opskit.runner import Run, RunOptions, exit_code
+
+    book = pb.load(playbook, tuple(playbook_path))
+    try:
+        hold_seconds = parse_duration(hold) if hold is not None else None
+    except ValueError as exc:
+        raise InputError(f"--hold: {exc}") from None
+    if hold_seconds is not None and hold_seconds < 1:
+        raise InputError("--hold: must be at least 1s")
+    inventory_file = _inventory_path(ctx, inventory)
+    loaded = inv.load(inventory_file)
+    selected = loaded.select(hosts, groups, select_all)
+    options = RunOptions(check_mode=check_mode, hold=hold_seconds, forks=forks, detach=detach,
+                         accept_new_host_keys=accept_new_host_keys)
+    if book.changes_things and not check_mode and not yes and sys.stdin.isatty() and not as_json:
+        click.confirm(f"{book.name} may change {len(selected)} host(s): {', '.join(h.name for h in selected[:10])}"
+                      f"{' …' if len(selected) > 10 else ''}. Go ahead?", abort=True, err=True)
+    run = Run(new_run_id(), book, selected, options, Journal.default(), inventory_file=str(inventory_file.resolve()))
+    console = _stderr_console()
+    if as_json:
+        from opskit.runner import NullObserver
+        observer = NullObserver()
+    elif console.is_terminal:
+        observer = report.RichObserver(console, len(selected))
+    else:
+        observer = report.PlainObserver(sys.stderr)
+    run.observer = observer
+    if not as_json:
+        console.print(f"run [bold]{run.run_id}[/] — {book.name} on {len(selected)} host(s)"
+                      + (" [yellow](--check: nothing will change)[/]" if check_mode else ""))
+    with _interrupts(run.interrupt, console):
+        if isinstance(observer, report.RichObserver):
+            with observer:
+                outcomes = run.execute()
+        else:
+            outcomes = run.execute()
+    if as_json:
+        report.print_json(report.json_document(run.run_id, book.name, outcomes, check_mode))
+    else:
+        console.print(report.summary_table(run.run_id, book.name, outcomes))
+        report.print_details(console, outcomes, check_mode)
+        if any(o.status == "held" for o in outcomes.values()):
+            console.print(f"Held. `opskit confirm {run.run_id}` keeps the changes; `opskit rollback {run.run_id}` undoes them now.")
+    ctx.exit(exit_code(outcomes, run.interrupt.is_set()))
+
+
+class _interrupts:
+    """SIGINT/SIGTERM set the run's interrupt event; workers roll back. A second
+    Ctrl-C does not abandon the rollback: it only says that it is running."""
+
+    def __init__(self, event: threading.Event, console):
+        self.event, self.console, self.previous = event, console, {}
+
+    def handler(self, signum, frame):
+        if self.event.is_set():
+            self.console.print("[yellow]rollback in progress — waiting for it to finish (SIGKILL would leave it to the guard)[/]")
+            return
+        self.event.set()
+        self.console.print("[yellow]interrupted: rolling back every host…[/]")
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self.previous.items():
+            signal.signal(sig, old)
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+@cli.command("runs")
+@click.option("--all", "show_all", is_flag=True, help="Also finished runs.")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+def runs_cmd(show_all, as_json):
+    """List runs that hold changes (or all runs, with --all)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from opskit.journal import Journal
+    from opskit.settle import list_runs
+
+    rows = list_runs(Journal.default(), show_all)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no held runs" + ("" if show_all else " (--all shows finished ones)"))
+        return
+    import time as _time
+
+    table = Table(box=None)
+    for column in ("run", "playbook", "host", "state", "changes", "guard deadline"):
+        table.add_column(column)
+    for row in rows:
+        deadline = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(row["deadline"])) if row["deadline"] else "-"
+        table.add_row(row["run_id"], row["playbook"], row["host"], row["state"], str(row["changes"]), deadline)
+    Console().print(table)
+
+
+def _settle(run_id: str, hosts: tuple[str, ...], mode: str, as_json: bool, accept_new: bool) -> int:
+    from opskit.journal import Journal
+    from opskit.settle import settle
+
+    results = settle(Journal.default(), run_id, hosts, mode, accept_new)
+    if as_json:
+        click.echo(json.dumps({"run_id": run_id, "hosts": {r.host: {"state": r.state, "detail": r.detail, "steps": r.steps} for r in results}}, indent=2))
+    else:
+        for r in results:
+            click.echo(f"{r.host}: {r.state}" + (f" — {r.detail}" if r.detail else ""))
+    good = {"keep": ("kept",), "now": ("rolled_back",)}[mode] + ("done",)
+    return ExitCode.OK if all(r.state in good for r in results) else ExitCode.HOST_FAILED
+
+
+@cli.command("confirm")
+@click.argument("run_id", metavar="RUN")
+@click.option("--host", "-H", "hosts", multiple=True, metavar="NAME", help="Only these hosts of the run (globs allowed).")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--accept-new-host-keys", is_flag=True)
+@click.pass_context
+def confirm_cmd(ctx, run_id, hosts, as_json, accept_new_host_keys):
+    """Keep the changes of a held RUN and disarm its guards."""
+    ctx.exit(_settle(run_id, hosts, "keep", as_json, accept_new_host_keys))
+
+
+@cli.command("rollback")
+@click.argument("run_id", metavar="RUN")
+@click.option("--host", "-H", "hosts", multiple=True, metavar="NAME", help="Only these hosts of the run (globs allowed).")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--accept-new-host-keys", is_flag=True)
+@click.pass_context
+def rollback_cmd(ctx, run_id, hosts, as_json, accept_new_host_keys):
+    """Undo the changes of RUN now (safe to repeat; conflicts are reported, never overwritten)."""
+    ctx.exit(_settle(run_id, hosts, "now", as_json, accept_new_host_keys))
+
+
+@cli.group("inventory")
+def inventory_group():
+    """Inspect and validate the inventory."""
+
+
+@inventory_group.command("check")
+@_inventory_option
+@_selection_options
+@click.option("--connect", is_flag=True, help="Also connect to the selected hosts (reachability, host key, login).")
+@click.option("--accept-new-host-keys", is_flag=True)
+@click.option("--forks", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.pass_context
+def inventory_check(ctx, inventory, hosts, groups, select_all, connect, accept_new_host_keys, forks):
+    """Validate the inventory; with --connect, test each selected host."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from opskit import inventory as inv
+    from opskit.errors import TransportError
+    from opskit.transport import Session
+
+    file = _inventory_path(ctx, inventory)
+    loaded = inv.load(file)
+    click.echo(f"{file}: {len(loaded.hosts)} host(s), {len(loaded.groups)} group(s): valid")
+    if not connect:
+        return
+    selected = loaded.select(hosts, groups, select_all or not (hosts or groups))
+
+    def probe(host):
+        try:
+            with Session(host, accept_new_host_keys) as session:
+                result = session.exec("id -un")
+            return host.name, True, f"ok as {result.stdout.strip()} ({session.connect_seconds or 0:.2f}s)"
+        except TransportError as exc:
+            return host.name, False, str(exc)
+
+    with ThreadPoolExecutor(max_workers=forks) as pool:
+        results = list(pool.map(probe, selected))
+    for name, ok, detail in results:
+        click.echo(f"{name}: {detail}")
+    ctx.exit(ExitCode.OK if all(ok for _, ok, _ in results) else ExitCode.HOST_FAILED)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Outer entry: known errors → one line and an exit code; bugs → a traceback file."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = cli.main(args=args, prog_name="opskit", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(ExitCode.USAGE)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.USAGE)
+    except OpskitError as exc:
+        click.echo(f"opskit: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(ExitCode.INTERRUPTED)
+    except Exception:
+        if "--traceback" in args:
+            raise
+        from opskit.journal import state_dir
+
+        file = state_dir() / "last-error.txt"
+        file.write_text(traceback.format_exc())
+        click.echo(f"opskit: unexpected error: {sys.exc_info()[1]!r}\n"
+                   f"The traceback is in {file}; please attach it to a bug report (or run with --traceback).", err=True)
+        sys.exit(ExitCode.HOST_FAILED)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,331 @@
+"""Load and validate the inventory (client sites), and select hosts from it.
+
+Shape (see inventory.example.yaml for every field):
+
+    defaults: {<host field>: value, ...}          # lowest precedence
+    groups:   {NAME: {hosts: [HOST, ...], vars: {<host field>: value}}}
+    hosts:    {NAME: {<host field>: value, ...}}  # highest precedence
+
+A host's settings are defaults, then each group it belongs to (in the order
+the groups are written), then its own values; mappings merge key by key.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import fnmatch
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from opskit import yamlsrc
+from opskit.errors import InventoryError, InputError
+
+DEFAULT_INVENTORY = "inventory.yaml"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+def check_address(value: str) -> str:
+    """An IP address or a DNS host name; anything else (spaces, shell text) is refused."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not HOSTNAME_RE.match(value):
+        raise ValueError(f"not an IP address or host name: {value!r}")
+    return value
+
+
+def parse_endpoint(value: str, default_port: int) -> tuple[str, int]:
+    """'ip' or 'ip:port' or '[v6]:port' → (ip, port). Raises ValueError with the reason."""
+    text = str(value).strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise ValueError(f"unclosed '[' in {value!r}")
+        host, rest = text[1:close], text[close + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"expected ':port' after ']' in {value!r}")
+            port = _port(rest[1:], value)
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        port = _port(port_text, value)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"not an IP address (ip or ip:port): {value!r}") from None
+    return host, port
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"bad port in {whole!r} (1-65535)")
+    return int(text)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WordPressSettings(_Strict):
+    root: str | None = None          # WordPress root on the host; None → look in the usual places
+    url: str | None = None           # public URL of the site; its host name is the Host header for origin checks
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must start with http:// or https:// and name a host")
+        return v
+
+
+class CdnSettings(_Strict):
+    provider: str | None = None      # keycdn, cloudflare, bunny, ... (free text, shown in reports)
+    hostname: str | None = None      # the CDN hostname asset URLs are rewritten to
+    timeout: int | None = Field(default=None, gt=0)  # seconds the CDN edge waits for the origin
+
+
+class DnsSettings(_Strict):
+    domain: str | None = None
+    expect: list[str] = []           # addresses the domain should resolve to after a move
+    old: list[str] = []              # addresses of the previous host
+    resolvers: list[str] = []        # caching resolvers to ask: ip or ip:port
+    nameservers: list[str] = []      # authoritative servers: ip or ip:port
+
+    @field_validator("expect", "old")
+    @classmethod
+    def _ips(cls, values: list[str]) -> list[str]:
+        for v in values:
+            ipaddress.ip_address(v)
+        return values
+
+    @field_validator("resolvers", "nameservers")
+    @classmethod
+    def _endpoints(cls, values: list[str]) -> list[str]:
+        for v in values:
+            parse_endpoint(v, 53)
+        return values
+
+
+class Host(_Strict):
+    """One client site: how to reach its host and what lives there."""
+
+    name: str
+    address: str | None = None       # SSH address; or ssh_alias
+    ssh_alias: str | None = None     # a Host entry of ssh_config (HostName, Port, User, IdentityFile, ProxyJump)
+    ssh_config: str | None = None    # which ssh_config file to read (default ~/.ssh/config)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    user: str | None = None
+    identity_file: str | None = None
+    use_agent: bool = True
+    password_env: str | None = None      # name of an environment variable holding the SSH password
+    passphrase_env: str | None = None    # name of an environment variable holding the key passphrase
+    known_hosts: str = "~/.ssh/known_hosts"
+    connect_timeout: float = Field(default=10.0, gt=0)
+    command_timeout: float = Field(default=120.0, gt=0)
+    wordpress: WordPressSettings = WordPressSettings()
+    origin: str | None = None        # http://ip:port where the web server answers directly
+    cdn: CdnSettings = CdnSettings()
+    dns: DnsSettings = DnsSettings()
+    logs: dict[str, str] = {}        # name → log file path on the host
+    vars: dict[str, Any] = {}        # free-form values playbooks can refer to as host.vars.NAME
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        return None if v is None else check_address(v)
+
+    @field_validator("user", "ssh_alias")
+    @classmethod
+    def _plain(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$", v):
+            raise ValueError(f"not a valid name: {v!r}")
+        return v
+
+    @field_validator("password_env", "passphrase_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", v):
+            raise ValueError("must be the NAME of an environment variable, not the secret itself")
+        return v
+
+    @field_validator("origin")
+    @classmethod
+    def _origin(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+(/.*)?$", v):
+            raise ValueError("must look like http://ADDRESS[:PORT]")
+        return v
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "Host":
+        if not self.address and not self.ssh_alias:
+            raise ValueError("needs 'address' or 'ssh_alias' to be reachable")
+        return self
+
+    @property
+    def site_hostname(self) -> str | None:
+        """The site's host name from wordpress.url (the Host header for origin checks)."""
+        if not self.wordpress.url:
+            return None
+        return re.sub(r"^https?://", "", self.wordpress.url).split("/")[0].split(":")[0]
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Inventory:
+    file: Path
+    hosts: dict[str, Host]
+    groups: dict[str, Group]
+
+    def select(self, patterns: tuple[str, ...] = (), groups: tuple[str, ...] = (), everything: bool = False) -> list[Host]:
+        """Hosts named by shell-style patterns and/or groups, in inventory order."""
+        if not (patterns or groups or everything):
+            raise InputError("no hosts selected: give --host NAME, --group NAME or --all")
+        chosen: set[str] = set()
+        if everything:
+            chosen.update(self.hosts)
+        for pattern in patterns:
+            matched = fnmatch.filter(self.hosts, pattern)
+            if not matched:
+                raise InputError(f"no host in {self.file} matches {pattern!r}{_did_you_mean(pattern, self.hosts)}")
+            chosen.update(matched)
+        for group in groups:
+            if group not in self.groups:
+                raise InputError(f"no group {group!r} in {self.file}{_did_you_mean(group, self.groups)}")
+            chosen.update(self.groups[group].hosts)
+        if not chosen:
+            raise InputError("the selection matched no hosts")
+        return [host for name, host in self.hosts.items() if name in chosen]
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def resolve_path(cli_value: str | None) -> Path:
+    """-i/--inventory, else $OPSKIT_INVENTORY, else ./inventory.yaml."""
+    return Path(cli_value or os.environ.get("OPSKIT_INVENTORY") or DEFAULT_INVENTORY)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load(file: Path) -> Inventory:
+    located = yamlsrc.load(file, "inventory")
+    data = located.data
+    if data is None:
+        raise InventoryError(f"{file}: the inventory is empty (it needs a 'hosts:' mapping)")
+    if not isinstance(data, dict):
+        raise InventoryError(f"{located.where(())}: the inventory must be a mapping with 'hosts:'")
+    unknown = set(data) - {"defaults", "groups", "hosts"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise InventoryError(f"{located.where((key,))}: {key}: unknown top-level key (expected defaults, groups, hosts)")
+    defaults = _mapping(located, ("defaults",), data.get("defaults"))
+    groups_raw = _mapping(located, ("groups",), data.get("groups"))
+    hosts_raw = _mapping(located, ("hosts",), data.get("hosts"))
+    if not hosts_raw:
+        raise InventoryError(f"{located.where(('hosts',))}: hosts: the inventory lists no hosts")
+
+    for name in hosts_raw:
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise InventoryError(f"{located.where(('hosts', name))}: hosts.{name}: host names may use letters, digits, '.', '_' and '-'")
+
+    groups: dict[str, Group] = {}
+    group_vars: list[tuple[str, dict, list[str]]] = []
+    for gname, graw in groups_raw.items():
+        where = ("groups", gname)
+        if not isinstance(gname, str) or not NAME_RE.match(gname):
+            raise InventoryError(f"{located.where(where)}: groups.{gname}: group names may use letters, digits, '.', '_' and '-'")
+        graw = _mapping(located, where, graw)
+        extra = set(graw) - {"hosts", "vars"}
+        if extra:
+            key = sorted(extra)[0]
+            raise InventoryError(f"{located.where(where + (key,))}: groups.{gname}.{key}: unknown field (a group has 'hosts' and 'vars')")
+        members = graw.get("hosts") or []
+        if not isinstance(members, list):
+            raise InventoryError(f"{located.where(where + ('hosts',))}: groups.{gname}.hosts: must be a list of host names")
+        for index, member in enumerate(members):
+            if member not in hosts_raw:
+                raise InventoryError(
+                    f"{located.where(where + ('hosts', index))}: groups.{gname}.hosts: unknown host {member!r}"
+                    f"{_did_you_mean(str(member), hosts_raw)}"
+                )
+        groups[gname] = Group(gname, tuple(members))
+        group_vars.append((gname, _mapping(located, where + ("vars",), graw.get("vars")), members))
+
+    hosts: dict[str, Host] = {}
+    for name, raw in hosts_raw.items():
+        own = _mapping(located, ("hosts", name), raw)
+        merged = dict(defaults)
+        sources: list[tuple[PathKeyT, dict]] = [(("defaults",), defaults)]
+        for gname, gvars, members in group_vars:
+            if name in members:
+                merged = deep_merge(merged, gvars)
+                sources.append((("groups", gname, "vars"), gvars))
+        merged = deep_merge(merged, own)
+        sources.append((("hosts", name), own))
+        if "name" in merged:
+            raise InventoryError(f"{located.where(('hosts', name, 'name'))}: hosts.{name}.name: the host's name is its key; remove 'name'")
+        try:
+            hosts[name] = Host(name=name, **merged)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            base = _source_of(tuple(first["loc"]), sources)
+            raise InventoryError(
+                yamlsrc.describe_pydantic_error(located, base, first)
+                + (f" (host {name})" if base[0] != "hosts" else "")
+            ) from None
+        except TypeError as exc:
+            raise InventoryError(f"{located.where(('hosts', name))}: hosts.{name}: {exc}") from None
+    return Inventory(Path(file), hosts, groups)
+
+
+PathKeyT = tuple
+
+
+def _source_of(loc: tuple, sources: list[tuple[tuple, dict]]) -> tuple:
+    """The YAML path prefix (host, group vars or defaults) a merged field came from."""
+    for prefix, values in reversed(sources):
+        node: Any = values
+        found = True
+        for part in loc[:1]:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                found = False
+        if found and loc:
+            return prefix
+    return sources[-1][0]
+
+
+def _mapping(located: yamlsrc.Located, path: tuple, value: Any) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        dotted = ".".join(map(str, path))
+        raise InventoryError(f"{located.where(path)}: {dotted}: must be a mapping, got {type(value).__name__}")
+    return value

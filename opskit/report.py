@@ -1,0 +1,172 @@
+"""Human output (progress on stderr, summary table) and the --json document (stdout).
+
+rich is used for terminals; a plain observer writes one line per event when
+stderr is not a terminal; --json and tests use the silent one.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import IO
+
+from opskit.duration import format_duration
+from opskit.runner import HostOutcome
+
+STATUS_STYLE = {"ok": "green", "changed": "green", "kept": "green", "held": "yellow", "rolled_back": "cyan",
+                "failed": "red", "unreachable": "red", "conflict": "bold red"}
+
+
+def json_document(run_id: str, playbook: str, outcomes: dict[str, HostOutcome], check_mode: bool) -> dict:
+    return {
+        "run_id": run_id,
+        "playbook": playbook,
+        "check": check_mode,
+        "hosts": {name: outcome.to_json() for name, outcome in outcomes.items()},
+    }
+
+
+def print_json(document: dict, stream: IO[str] | None = None) -> None:
+    stream = stream or sys.stdout
+    stream.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    stream.flush()
+
+
+class PlainObserver:
+    """One line per event on a stream (stderr when it is not a terminal)."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+        self.lock = threading.Lock()
+
+    def _line(self, text: str) -> None:
+        with self.lock:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def host_started(self, host):
+        self._line(f"{host}: connecting")
+
+    def host_step(self, host, label, status, detail=""):
+        self._line(f"{host}: {label}: {status}" + (f" — {detail}" if detail else ""))
+
+    def host_holding(self, host, deadline):
+        self._line(f"{host}: holding until {time.strftime('%H:%M:%S', time.localtime(deadline))} "
+                   f"(confirm or rollback from another terminal, Ctrl-C rolls back now)")
+
+    def host_done(self, host, outcome):
+        self._line(f"{host}: {outcome.status}" + (f" — {outcome.error}" if outcome.error else ""))
+
+
+class RichObserver:
+    """A live per-host progress display (rich), safe to update from worker threads."""
+
+    def __init__(self, console, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[host]:<16}"), TextColumn("{task.description}"),
+                                 TimeElapsedColumn(), console=console, transient=False)
+        self.overall = self.progress.add_task("hosts", total=total, host="all hosts")
+        self.tasks: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def _task(self, host: str) -> int:
+        with self.lock:
+            if host not in self.tasks:
+                self.tasks[host] = self.progress.add_task("", total=None, host=host)
+            return self.tasks[host]
+
+    def host_started(self, host):
+        self.progress.update(self._task(host), description="connecting")
+
+    def host_step(self, host, label, status, detail=""):
+        from rich.markup import escape
+
+        self.progress.update(self._task(host), description=escape(f"{label}: {status}" + (f" — {detail}" if detail else "")))
+
+    def host_holding(self, host, deadline):
+        self.progress.update(self._task(host), description=f"holding until {time.strftime('%H:%M:%S', time.localtime(deadline))} "
+                             "(Ctrl-C rolls back now)")
+
+    def host_done(self, host, outcome):
+        from rich.markup import escape
+
+        style = STATUS_STYLE.get(outcome.status, "white")
+        text = f"[{style}]{outcome.status}[/]" + (f" — {escape(outcome.error)}" if outcome.error else "")
+        self.progress.update(self._task(host), description=text, total=1, completed=1)
+        self.progress.advance(self.overall)
+
+
+def summary_table(run_id: str, playbook: str, outcomes: dict[str, HostOutcome]):
+    from rich.table import Table
+
+    table = Table(title=f"run {run_id} — {playbook}", title_justify="left")
+    for column in ("host", "status", "findings", "changes", "rollback", "time"):
+        table.add_column(column)
+    for name, o in outcomes.items():
+        style = STATUS_STYLE.get(o.status, "white")
+        findings = f"{len(o.findings)}" + (f" ({sum(1 for f in o.findings if f.severity.value in ('error', 'critical'))} errors)" if o.findings else "")
+        counts: dict[str, int] = {}
+        for change in o.changes:
+            counts[change.state] = counts.get(change.state, 0) + 1
+        changes = ", ".join(f"{n} {state}" for state, n in counts.items()) or "-"
+        if o.rollback:
+            rollback = f"{o.rollback.get('state')} ({o.rollback.get('reason')})"
+        elif o.status == "held":
+            rollback = f"guard armed, undoes at {time.strftime('%H:%M:%S', time.localtime(o.deadline or 0))}"
+        else:
+            rollback = "-"
+        table.add_row(name, f"[{style}]{o.status}[/]", findings, _plain(changes), _plain(rollback), format_duration(o.seconds))
+    return table
+
+
+def _compact(value, prefix: str = "") -> str:
+    """Nested probe values as 'a.b=v' pairs on one line (None and empty lists left out)."""
+    if isinstance(value, dict):
+        parts = [_compact(v, f"{prefix}{k}.") for k, v in value.items()]
+        return " ".join(p for p in parts if p)
+    if value is None or value == []:
+        return ""
+    return f"{prefix.rstrip('.')}={value}"
+
+
+def _plain(text: str):
+    from rich.text import Text
+
+    return Text(text)
+
+
+def print_details(console, outcomes: dict[str, HostOutcome], check_mode: bool) -> None:
+    """Findings, errors and (with --check) diffs, per host, below the table."""
+    from rich.syntax import Syntax
+    from rich.text import Text
+
+    for name, o in outcomes.items():
+        lines = []
+        if o.error:
+            lines.append(Text(f"  error: {o.error}", style="red"))
+        for finding in o.findings:
+            lines.append(finding)
+        for change in o.changes:
+            lines.append(Text(f"  {change.state}: {change.summary}" + (f" ({change.detail})" if change.detail else "")))
+            if check_mode and change.diff:
+                lines.append(Syntax(change.diff, "diff", theme="ansi_dark", background_color="default"))
+        for step in o.steps:
+            if step.get("kind") == "check" and step["status"] == "passed":
+                lines.append(Text(f"  check {step['step']}: passed — {step['detail']}"))
+            elif step.get("kind") == "probe" and step.get("value") is not None:
+                lines.append(Text(f"  {step['step']}: " + _compact(step["value"]), style="dim"))
+        if lines:
+            console.print(Text(name, style="bold"))
+            for line in lines:
+                console.print(line)

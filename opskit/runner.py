@@ -1,0 +1,507 @@
+"""Run a playbook across hosts: one transaction per host, hosts in parallel.
+
+A transaction: connect → hello (finish overdue rollbacks, take the host
+lock) → steps → either finish (no change), keep (permanent and verified),
+hold (temporary: wait for confirm/rollback/the deadline), or roll back (a step
+failed, a check failed, interrupted). Every change is journalled locally and
+on the host, with the guard armed, before it is applied.
+
+Workers never print: they tell an Observer, and the report decides how to show it.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from opskit import guard, probes, template
+from opskit.errors import OpskitError, TransportError
+from opskit.findings import Finding, Severity
+from opskit.inventory import Host
+from opskit.journal import Journal
+from opskit.playbook import Playbook, Step, params_for
+from opskit.steps import CHANGES, CHECKS, PROBES, Context, Verdict
+from opskit.transport import Session
+
+STATUSES = ("ok", "changed", "held", "kept", "rolled_back", "failed", "unreachable", "conflict")
+
+
+class Observer(Protocol):
+    def host_started(self, host: str) -> None: ...
+    def host_step(self, host: str, label: str, status: str, detail: str = "") -> None: ...
+    def host_holding(self, host: str, deadline: float) -> None: ...
+    def host_done(self, host: str, outcome: "HostOutcome") -> None: ...
+
+
+class NullObserver:
+    def host_started(self, host): pass
+    def host_step(self, host, label, status, detail=""): pass
+    def host_holding(self, host, deadline): pass
+    def host_done(self, host, outcome): pass
+
+
+@dataclass
+class ChangeRecord:
+    index: int | None
+    kind: str
+    summary: str
+    diff: str = ""
+    state: str = "planned"      # planned | noop | applied | undone | not_applied | conflict | failed | kept
+    detail: str = ""
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "kind": self.kind, "summary": self.summary, "diff": self.diff,
+                "state": self.state, "detail": self.detail}
+
+
+@dataclass
+class HostOutcome:
+    host: str
+    status: str = "ok"
+    error: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+    changes: list[ChangeRecord] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+    rollback: dict | None = None     # {"reason", "state", "by", "steps": {...}}
+    deadline: float | None = None    # controller epoch when the guard undoes
+    guard: str | None = None         # how the guard is scheduled: detached, detached+crontab
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "status": self.status,
+            "error": self.error,
+            "findings": [f.to_json() for f in self.findings],
+            "changes": [c.to_json() for c in self.changes],
+            "steps": self.steps,
+            "rollback": self.rollback,
+            "deadline": self.deadline,
+            "guard": self.guard,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class RunOptions:
+    check_mode: bool = False
+    hold: int | None = None          # seconds; None → the playbook's
+    forks: int = 20
+    detach: bool = False             # leave temporary changes to the guard instead of waiting
+    accept_new_host_keys: bool = False
+
+
+class StepFailed(Exception):
+    pass
+
+
+class Interrupted(Exception):
+    pass
+
+
+@dataclass
+class Run:
+    run_id: str
+    playbook: Playbook
+    hosts: list[Host]
+    options: RunOptions
+    journal: Journal
+    observer: Observer = field(default_factory=NullObserver)
+    interrupt: threading.Event = field(default_factory=threading.Event)
+    inventory_file: str | None = None
+
+    @property
+    def hold(self) -> int:
+        return self.options.hold if self.options.hold is not None else self.playbook.hold
+
+    def start_journal(self) -> None:
+        self.journal.create(self.run_id, {
+            "run_id": self.run_id,
+            "playbook": self.playbook.name,
+            "playbook_file": str(self.playbook.file),
+            "inventory": self.inventory_file,
+            "check_mode": self.options.check_mode,
+            "hold": self.hold,
+            "created": time.time(),
+            "hosts": {h.name: h.model_dump() for h in self.hosts},
+        })
+
+    def execute(self) -> dict[str, HostOutcome]:
+        """Every host's outcome; one host's failure never stops the others."""
+        if not self.options.check_mode:
+            self.start_journal()
+        outcomes: dict[str, HostOutcome] = {}
+        with ThreadPoolExecutor(max_workers=max(1, self.options.forks), thread_name_prefix="opskit-host") as pool:
+            futures = {h.name: pool.submit(self._one, h) for h in self.hosts}
+            for name, future in futures.items():
+                while True:
+                    try:
+                        outcomes[name] = future.result(timeout=0.2)
+                        break
+                    except TimeoutError:
+                        continue  # keep the main thread responsive to signals
+        return outcomes
+
+    def _one(self, host: Host) -> HostOutcome:
+        started = time.monotonic()
+        if self.interrupt.is_set():
+            outcome = HostOutcome(host.name, "failed", "not started: the run was interrupted")
+        else:
+            self.observer.host_started(host.name)
+            try:
+                outcome = Transaction(self, host).execute()
+            except Exception as exc:  # a bug must cost one host, not the fleet; the report shows it
+                outcome = HostOutcome(host.name, "failed", f"internal error: {type(exc).__name__}: {exc}")
+        outcome.seconds = time.monotonic() - started
+        if not self.options.check_mode:
+            self.journal.append(self.run_id, host.name, {"event": "end", "status": outcome.status, "error": outcome.error})
+        self.observer.host_done(host.name, outcome)
+        return outcome
+
+
+class Transaction:
+    """One host's part of a run."""
+
+    def __init__(self, run: Run, host: Host):
+        self.run = run
+        self.host = host
+        self.outcome = HostOutcome(host.name)
+        self.session = Session(host, run.options.accept_new_host_keys)
+        self.ctx = Context(host, self.session, run.run_id, run.options.check_mode)
+        self.undo_bodies: list[str] = []
+        self.records: list[dict] = []
+        self.armed_at: float | None = None
+        self.locked = False
+        self.needs_lock = run.playbook.changes_things and not run.options.check_mode
+
+    @property
+    def tx_dir(self) -> str:
+        return posixpath.join(self.session.home, ".opskit", "tx", self.run.run_id)
+
+    def log(self, event: dict) -> None:
+        if not self.run.options.check_mode:
+            self.run.journal.append(self.run.run_id, self.host.name, event)
+
+    def step(self, label: str, status: str, detail: str = "") -> None:
+        self.run.observer.host_step(self.host.name, label, status, detail)
+
+    # -- the transaction ---------------------------------------------------
+    def execute(self) -> HostOutcome:
+        try:
+            try:
+                self.connect()
+            except TransportError as exc:
+                self.outcome.status, self.outcome.error = "unreachable", str(exc)
+                return self.outcome
+            except OpskitError as exc:
+                self.outcome.status, self.outcome.error = "failed", str(exc)
+                return self.outcome
+            try:
+                self.run_steps(self.run.playbook.steps)
+                self.finish()
+            except StepFailed as exc:
+                self.outcome.error = str(exc)
+                self.roll_back("step_failed", status="failed")
+            except Interrupted:
+                self.outcome.error = "interrupted"
+                self.roll_back("interrupted", status="rolled_back")
+            except TransportError as exc:
+                self.outcome.error = str(exc)
+                self.roll_back("connection_lost", status="failed")
+            except BaseException as exc:
+                self.outcome.error = f"internal error: {type(exc).__name__}: {exc}"
+                self.roll_back("internal_error", status="failed")
+                if not isinstance(exc, Exception):
+                    raise
+            return self.outcome
+        finally:
+            self.session.close()
+
+    def connect(self) -> None:
+        self.session.open()
+        lock_seconds = self.run.hold + 3600
+        result = self.session.exec(guard.hello_script(self.run.run_id if self.needs_lock else None, lock_seconds))
+        hello = guard.parse_hello(result.stdout)
+        if hello.home:
+            self.session._home = hello.home
+        for run_id, lines in hello.recovered.items():
+            report = guard.parse_output("\n".join(lines))
+            self.outcome.findings.append(Finding(
+                "overdue-rollback-finished", Severity.WARNING,
+                f"finished the rollback of run {run_id}, whose guard did not run by its deadline (state: {report.state})",
+                tuple(lines[-5:]), "the host may kill background processes; check its process killer"))
+            self.step("recover", "done", f"run {run_id}: {report.state}")
+        if self.needs_lock:
+            if hello.lock != "acquired":
+                holder = hello.holder or "unknown"
+                until = ""
+                if hello.holder_deadline and hello.now:
+                    until = f", its guard undoes it in {max(0, hello.holder_deadline - hello.now)}s"
+                raise OpskitError(f"host is locked by run {holder} (state {hello.holder_state}{until}); "
+                                  f"`opskit confirm {holder}` or `opskit rollback {holder}` ends it")
+            self.locked = True
+            self.log({"event": "begin", "home": self.session.home})
+            self.write_guard()
+        self.step("connect", "ok", f"{self.session.connect_seconds or 0:.2f}s")
+
+    def check_interrupt(self) -> None:
+        if self.run.interrupt.is_set():
+            raise Interrupted()
+
+    def context_values(self) -> dict[str, Any]:
+        return {"host": self.host.model_dump(), "steps": self.ctx.results, "run": {"id": self.run.run_id}}
+
+    def run_steps(self, steps: tuple[Step, ...], after_rollback: bool = False) -> None:
+        for step in steps:
+            if not after_rollback:
+                self.check_interrupt()
+            values = self.context_values()
+            try:
+                if step.when is not None and not template.render(step.when, values):
+                    self.record_step(step, "skipped", "condition is false")
+                    continue
+                params = template.render(step.params, values)
+            except template.TemplateError as exc:
+                raise StepFailed(f"{step.label}: {exc}") from None
+            if step.kind == "probe":
+                self.do_probes(step, params)
+            elif step.kind == "change":
+                self.do_change(step, params)
+            else:
+                self.do_check(step, params)
+
+    def record_step(self, step: Step, status: str, detail: str = "", value: Any = None) -> None:
+        entry = {"step": step.label, "kind": step.kind, "status": status, "detail": detail}
+        if value is not None:
+            entry["value"] = value
+        self.outcome.steps.append(entry)
+        self.step(step.label, status, detail)
+
+    def params_for(self, step: Step, model, params: dict):
+        try:
+            return model.model_validate(params)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            raise StepFailed(f"{step.label}: parameter {where}: {first['msg']}") from None
+
+    def do_probes(self, step: Step, params: dict) -> None:
+        items = []
+        for name in step.names:
+            probe = PROBES[name]()
+            items.append((name, probe, self.params_for(step, probe.Params, params_for(probe.Params, params))))
+        fence = probes.new_fence()
+        script = probes.build_batch([(name, p.script(prm, self.ctx)) for name, p, prm in items], fence)
+        result = self.session.exec(script)
+        sections = probes.split_batch(result.stdout, fence)
+        values = {}
+        for name, probe, prm in items:
+            section = sections.get(name)
+            if section is None:
+                raise StepFailed(f"{step.label}: probe {name} produced no answer ({result.tail() or 'exit ' + str(result.exit_status)})")
+            values[name] = probe.parse(section.output, section.exit_status, prm)
+            self.outcome.findings.extend(probe.findings(values[name], prm))
+        value = values[step.names[0]] if len(step.names) == 1 else values
+        if step.id:
+            self.ctx.results[step.id] = value
+        self.record_step(step, "ok", "", value)
+
+    def do_change(self, step: Step, params: dict) -> None:
+        change = CHANGES[step.names[0]]()
+        plan = change.plan(self.params_for(step, change.Params, params), self.ctx)
+        if step.id:
+            self.ctx.results[step.id] = {"changed": plan.noop is None and plan.blocked is None, "noop": plan.noop, **plan.record}
+        if plan.blocked:
+            self.outcome.changes.append(ChangeRecord(None, change.name, plan.summary, state="blocked", detail=plan.blocked))
+            raise StepFailed(f"{step.label}: {plan.blocked}")
+        if plan.noop:
+            self.outcome.changes.append(ChangeRecord(None, change.name, plan.summary, state="noop", detail=plan.noop))
+            self.record_step(step, "noop", plan.noop)
+            return
+        if self.run.options.check_mode:
+            self.outcome.changes.append(ChangeRecord(None, change.name, plan.summary, plan.diff, "planned"))
+            self.record_step(step, "would change", plan.summary)
+            return
+        self.apply(change, plan, step)
+
+    def apply(self, change, plan, step: Step) -> None:
+        """Write-ahead: local journal, host records + guard, arm, then apply."""
+        index = len(self.records)
+        record = change.prepare(plan.record, self.tx_dir, index, self.ctx)
+        entry = ChangeRecord(index, change.name, plan.summary, plan.diff, "planned")
+        self.outcome.changes.append(entry)
+        journal_record = {k: v for k, v in record.items() if k != "content"}
+        self.log({"event": "intent", "index": index, "kind": change.name, "summary": plan.summary, "record": journal_record})
+        self.records.append({"index": index, "kind": change.name, "summary": plan.summary, "record": journal_record})
+        self.undo_bodies.append(change.undo_script(record))
+        self.write_guard()
+        if self.armed_at is None:
+            self.arm()
+        change.apply(record, self.ctx)
+        entry.state = "applied"
+        self.log({"event": "applied", "index": index})
+        self.record_step(step, "changed", plan.summary)
+
+    def write_guard(self) -> None:
+        self.session.write_atomic(posixpath.join(self.tx_dir, "records.json"), json.dumps(self.records, indent=1).encode(), 0o600)
+        self.session.write_atomic(posixpath.join(self.tx_dir, "guard.sh"), guard.guard_script(self.run.run_id, self.undo_bodies).encode(), 0o700)
+
+    def arm(self) -> None:
+        hold = self.run.hold
+        result = self.session.exec(guard.arm_script(self.run.run_id, hold), check=True)
+        words = next((l.split() for l in result.stdout.splitlines() if l.startswith("OPSKIT-ARMED ")), None)
+        if not words:
+            raise StepFailed(f"could not arm the guard: {result.tail()}")
+        self.armed_at = time.monotonic()
+        self.outcome.guard = words[1]
+        self.outcome.deadline = time.time() + hold
+        self.log({"event": "armed", "deadline": self.outcome.deadline, "host_deadline": int(words[2]), "mechanism": words[1]})
+        self.run.observer.host_step(self.host.name, "guard", "armed", f"{words[1]}, undoes in {hold}s")
+
+    def do_check(self, step: Step, params: dict) -> None:
+        check = CHECKS[step.names[0]]()
+        if self.run.options.check_mode and any(c.state == "planned" for c in self.outcome.changes):
+            self.record_step(step, "skipped", "--check: it would verify a change that was not made")
+            return
+        try:
+            result = check.run(self.params_for(step, check.Params, params), self.ctx)
+        except TransportError:
+            raise
+        except OpskitError as exc:
+            raise StepFailed(f"{step.label}: {exc}") from None
+        value = {"verdict": result.verdict.value, "summary": result.summary, "observed": result.observed}
+        if step.id:
+            self.ctx.results[step.id] = value
+        self.record_step(step, result.verdict.value, result.summary, value)
+        if result.ok:
+            return
+        severity = Severity(step.finding.get("severity", "error" if step.on_fail == "stop" else "warning"))
+        self.outcome.findings.append(Finding(
+            step.finding.get("cause", f"check-{check.name}-{result.verdict.value}"), severity,
+            f"{step.label}: {result.summary}", result.evidence, step.finding.get("advice", "")))
+        if step.on_fail == "stop":
+            raise StepFailed(f"{step.label}: {result.summary}")
+
+    # -- endings -----------------------------------------------------------
+    def finish(self) -> None:
+        applied = [c for c in self.outcome.changes if c.state == "applied"]
+        if not applied:
+            if self.locked:
+                self.guard_call("finish")
+            self.outcome.status = "ok"
+            return
+        if self.run.playbook.changes == "permanent":
+            report = self.guard_call("keep")
+            self.mark_changes("kept")
+            self.outcome.status = "changed" if report.state == "kept" else "failed"
+            return
+        if self.run.options.detach:
+            self.outcome.status = "held"
+            return
+        self.hold()
+
+    def hold(self) -> None:
+        """Wait for the deadline, an interrupt, or a confirm/rollback from another process."""
+        assert self.armed_at is not None
+        end = self.armed_at + self.run.hold
+        self.run.observer.host_holding(self.host.name, self.outcome.deadline or time.time())
+        while time.monotonic() < end:
+            if self.run.interrupt.wait(min(0.5, max(0.0, end - time.monotonic()))):
+                raise Interrupted()
+            ended = self.ended_elsewhere()
+            if ended:
+                self.outcome.status = ended["status"]
+                self.outcome.rollback = ended.get("rollback")
+                self.mark_changes("kept" if ended["status"] == "kept" else "undone")
+                return
+        self.roll_back("hold_ended", status="rolled_back")
+
+    def ended_elsewhere(self) -> dict | None:
+        for event in self.run.journal.events(self.run.run_id, self.host.name):
+            if event.get("event") == "end" and event.get("by") in ("confirm", "rollback"):
+                return event
+        return None
+
+    def guard_call(self, mode: str) -> guard.UndoReport:
+        result = self.session.exec(guard.run_guard(self.run.run_id, mode))
+        return guard.parse_output(result.stdout)
+
+    def mark_changes(self, state: str) -> None:
+        for change in self.outcome.changes:
+            if change.state == "applied":
+                change.state = state
+
+    def roll_back(self, reason: str, status: str) -> None:
+        """Undo every change of this transaction now (idempotent; the guard does the work)."""
+        if not self.records and not self.locked:
+            self.outcome.status = status if reason != "hold_ended" else "ok"
+            return
+        self.step("rollback", "running", reason)
+        try:
+            if not self.session_alive():
+                self.session.close()
+                self.session.open()
+            report = self.guard_call("now")
+        except TransportError as exc:
+            # The guard on the host still undoes everything at the deadline.
+            self.outcome.status = "failed"
+            self.outcome.rollback = {"reason": reason, "state": "pending", "by": "guard",
+                                     "detail": f"could not reach the host to roll back ({exc}); the guard undoes it by the deadline"}
+            return
+        self.apply_undo_report(report, reason)
+        if report.state == "conflict":
+            self.outcome.status = "conflict"
+        elif report.state in ("rolled_back", "done"):
+            self.outcome.status = status
+        elif report.state == "kept":
+            self.outcome.status = "kept"
+        else:
+            self.outcome.status = "failed"
+        self.step("rollback", report.state or "unknown", "")
+        if report.state in ("rolled_back", "conflict") and self.run.playbook.after_rollback:
+            try:
+                self.run_steps(self.run.playbook.after_rollback, after_rollback=True)
+            except (StepFailed, TransportError) as exc:
+                self.outcome.findings.append(Finding("after-rollback-check-failed", Severity.ERROR, str(exc)))
+                if self.outcome.status != "conflict":
+                    self.outcome.status = "failed"
+
+    def session_alive(self) -> bool:
+        try:
+            self.session.transport
+            return True
+        except TransportError:
+            return False
+
+    def apply_undo_report(self, report: guard.UndoReport, reason: str) -> None:
+        self.outcome.rollback = {"reason": reason, "state": report.state, "by": "controller",
+                                 "steps": {str(k): {"outcome": o, "message": m} for k, (o, m) in sorted(report.steps.items())}}
+        for change in self.outcome.changes:
+            if change.index is not None and change.index in report.steps:
+                outcome, message = report.steps[change.index]
+                change.state = "undone" if outcome in ("undone", "done_before") else outcome
+                change.detail = message
+        self.log({"event": "rollback", "reason": reason, "state": report.state})
+        for outcome, message in report.steps.values():
+            if outcome == "conflict":
+                self.outcome.findings.append(Finding("rollback-conflict", Severity.ERROR, message, (),
+                                                     "someone changed this since opskit did; nothing was overwritten — decide by hand"))
+
+
+def exit_code(outcomes: dict[str, HostOutcome], interrupted: bool) -> int:
+    from opskit.errors import ExitCode
+
+    if interrupted:
+        return ExitCode.INTERRUPTED
+    for outcome in outcomes.values():
+        if outcome.status in ("failed", "unreachable", "conflict"):
+            return ExitCode.HOST_FAILED
+        if outcome.status == "rolled_back" and (outcome.rollback or {}).get("reason") != "hold_ended":
+            return ExitCode.HOST_FAILED
+    return ExitCode.OK

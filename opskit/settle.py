@@ -1,0 +1,84 @@
+"""`opskit confirm RUN` and `opskit rollback RUN`: end a held transaction from any process.
+
+Both read the run's hosts from the local journal, connect, and let the guard
+on the host do the work (it knows the undo records), so they work from a new
+terminal while the original `opskit run` is still waiting, or after it died.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from opskit import guard
+from opskit.errors import InputError, TransportError
+from opskit.inventory import Host
+from opskit.journal import Journal, host_state
+from opskit.transport import Session
+
+
+@dataclass
+class SettleResult:
+    host: str
+    state: str          # kept | rolled_back | conflict | failed | unreachable | missing | done
+    detail: str = ""
+    steps: dict | None = None
+
+
+def select_hosts(meta: dict, patterns: tuple[str, ...]) -> list[Host]:
+    names = list(meta["hosts"])
+    if patterns:
+        chosen = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
+        if not chosen:
+            raise InputError(f"run {meta['run_id']} has no host matching {', '.join(patterns)} (it has {', '.join(names)})")
+        names = chosen
+    return [Host(**meta["hosts"][n]) for n in names]
+
+
+def settle(journal: Journal, run_id: str, patterns: tuple[str, ...], mode: str, accept_new: bool = False) -> list[SettleResult]:
+    """mode: 'keep' (confirm) or 'now' (rollback)."""
+    meta = journal.meta(run_id)
+    hosts = select_hosts(meta, patterns)
+    by = "confirm" if mode == "keep" else "rollback"
+
+    def one(host: Host) -> SettleResult:
+        try:
+            with Session(host, accept_new) as session:
+                result = session.exec(guard.run_guard(run_id, mode))
+        except TransportError as exc:
+            return SettleResult(host.name, "unreachable", str(exc))
+        report = guard.parse_output(result.stdout)
+        state = report.state or "failed"
+        if state == "missing":
+            detail = "the host has no record of this run (nothing was changed there, or it was cleaned up)"
+        elif state == "busy":
+            detail = "the guard is undoing this run right now; run the command again in a few seconds"
+        else:
+            detail = "; ".join(f"{o}: {m}" for o, m in report.steps.values()) or result.tail()
+        steps = {str(k): {"outcome": o, "message": m} for k, (o, m) in sorted(report.steps.items())}
+        if state in ("kept", "rolled_back", "conflict", "failed", "done"):
+            status = {"done": "ok"}.get(state, state)
+            journal.append(run_id, host.name, {"event": "end", "status": status, "by": by,
+                                               "rollback": {"reason": by, "state": state, "by": by, "steps": steps}})
+        return SettleResult(host.name, state, detail, steps)
+
+    with ThreadPoolExecutor(max_workers=min(20, max(1, len(hosts)))) as pool:
+        return list(pool.map(one, hosts))
+
+
+def list_runs(journal: Journal, show_all: bool = False) -> list[dict]:
+    """Runs with their per-host state; by default only runs with something still held or running."""
+    rows = []
+    now = time.time()
+    for run_id in journal.run_ids():
+        meta = journal.meta(run_id)
+        for host in meta["hosts"]:
+            state = host_state(journal.events(run_id, host))
+            if state["state"] == "held" and state["deadline"] and state["deadline"] < now:
+                state["state"] = "expired"   # the guard should have undone it; `opskit rollback` verifies
+            if not show_all and state["state"] not in ("held", "running", "expired"):
+                continue
+            rows.append({"run_id": run_id, "playbook": meta["playbook"], "host": host, **state})
+    return rows

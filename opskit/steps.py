@@ -1,0 +1,144 @@
+"""The three kinds of step a playbook is made of, and the registry of them.
+
+    Probe  = a POSIX sh snippet + a pure parser of its output (read-only).
+    Change = inspect the world, plan (pure), apply, and a sh undo snippet the
+             guard on the host can run without us.
+    Check  = a verification that returns passed / failed / error.
+
+Each kind declares a pydantic `Params` model so playbook mistakes are caught
+when the playbook loads, with file and line.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from opskit.findings import Finding
+
+if TYPE_CHECKING:
+    from opskit.inventory import Host
+    from opskit.transport import Session
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Context:
+    """What a step may use; passed explicitly, never global."""
+
+    host: "Host"
+    session: "Session"
+    run_id: str
+    check_mode: bool = False
+    results: dict[str, Any] = field(default_factory=dict)   # step id → value
+
+    def path(self, path: str) -> str:
+        return self.session.path(path)
+
+
+# -- probes -----------------------------------------------------------------
+class Probe:
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def script(self, params: BaseModel, ctx: Context) -> str:
+        raise NotImplementedError
+
+    def parse(self, output: str, exit_status: int, params: BaseModel) -> Any:
+        raise NotImplementedError
+
+    def findings(self, value: Any, params: BaseModel) -> list[Finding]:
+        """Pure rule over this probe's own value (most probes have none)."""
+        return []
+
+
+# -- changes ----------------------------------------------------------------
+@dataclass
+class Plan:
+    """What a change would do on one host.
+
+    noop:     why nothing is needed (None when there is work to do)
+    summary:  one line, e.g. "rename A → B"
+    diff:     unified diff for file edits (empty otherwise)
+    record:   everything apply() and the undo snippet need (JSON-able)
+    blocked:  why it must not go ahead (the transaction fails, nothing changed)
+    """
+
+    summary: str
+    record: dict = field(default_factory=dict)
+    noop: str | None = None
+    diff: str = ""
+    blocked: str | None = None
+
+
+class Change:
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def plan(self, params: BaseModel, ctx: Context) -> Plan:
+        """Read what is there (may use the session) and decide; changes nothing."""
+        raise NotImplementedError
+
+    def prepare(self, record: dict, tx_dir: str, index: int, ctx: Context) -> dict:
+        """Store what undo needs on the host before apply (e.g. a backup copy). Returns the record."""
+        return record
+
+    def apply(self, record: dict, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def undo_script(self, record: dict) -> str:
+        """POSIX sh body that undoes this change, calling exactly one of the guard's
+        `undone`, `not_applied`, `conflict` or `failed` helpers with a message."""
+        raise NotImplementedError
+
+
+# -- checks -----------------------------------------------------------------
+class Verdict(str, enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"    # we got an answer and it is wrong (the site said 502)
+    ERROR = "error"      # we could not get an answer
+
+
+@dataclass
+class CheckResult:
+    verdict: Verdict
+    summary: str
+    observed: Any = None
+    expected: Any = None
+    evidence: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict is Verdict.PASSED
+
+
+class Check:
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def run(self, params: BaseModel, ctx: Context) -> CheckResult:
+        raise NotImplementedError
+
+
+PROBES: dict[str, type[Probe]] = {}
+CHANGES: dict[str, type[Change]] = {}
+CHECKS: dict[str, type[Check]] = {}
+
+
+def register(cls):
+    table = PROBES if issubclass(cls, Probe) else CHANGES if issubclass(cls, Change) else CHECKS
+    table[cls.name] = cls
+    return cls
+
+
+def load_builtin_steps() -> None:
+    """Import the modules whose classes register themselves."""
+    import opskit.changes.files  # noqa: F401
+    import opskit.checks.basic  # noqa: F401
+    import opskit.probes.system  # noqa: F401

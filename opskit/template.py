@@ -1,0 +1,64 @@
+"""`{{ reference }}` substitution for playbook parameters — lookups only, never code.
+
+A reference is a dotted path into the context: host.wordpress.root,
+steps.wp.root, run.id. A parameter that is exactly one reference takes the
+referenced value as is (a list stays a list, None stays None); otherwise each
+reference is turned into text inside the string.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+REF = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
+ROOTS = ("host", "steps", "run")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def references(value: Any) -> list[str]:
+    """Every reference used anywhere in a (nested) parameter value."""
+    if isinstance(value, str):
+        if "{{" in value and not REF.search(value):
+            raise TemplateError(f"malformed reference in {value!r} (expected {{{{ host.field }}}} or {{{{ steps.ID.field }}}})")
+        return REF.findall(value)
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in references(v)]
+    if isinstance(value, list):
+        return [r for v in value for r in references(v)]
+    return []
+
+
+def lookup(path: str, context: dict[str, Any]) -> Any:
+    node: Any = context
+    walked = []
+    for part in path.split("."):
+        walked.append(part)
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise TemplateError(f"{{{{ {path} }}}}: nothing at {'.'.join(walked)}")
+    return node
+
+
+def render(value: Any, context: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        whole = REF.fullmatch(value.strip())
+        if whole:
+            return lookup(whole.group(1), context)
+
+        def text(match: re.Match) -> str:
+            found = lookup(match.group(1), context)
+            return "" if found is None else str(found)
+
+        return REF.sub(text, value)
+    if isinstance(value, dict):
+        return {k: render(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, context) for v in value]
+    return value

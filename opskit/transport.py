@@ -1,0 +1,380 @@
+"""SSH/SFTP sessions: one connection per host per run (Fabric + paramiko).
+
+Errors from paramiko and sockets are mapped to opskit's own tree at this
+boundary (see opskit.errors): UnreachableError, HostKeyError, AuthError,
+RemoteCommandError. Nothing here interprets command output.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import secrets
+import socket
+import stat as stat_module
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import paramiko
+from fabric import Config, Connection
+
+from opskit.errors import AuthError, HostKeyError, RemoteCommandError, TransportError, UnreachableError
+from opskit.inventory import Host
+
+PREFERRED_KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org")
+_known_hosts_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one remote command did."""
+
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def tail(self, lines: int = 5) -> str:
+        text = (self.stderr.strip() or self.stdout.strip()).splitlines()
+        return "\n".join(text[-lines:])
+
+
+class _UnknownHostKey(Exception):
+    def __init__(self, hostname: str, key: paramiko.PKey):
+        super().__init__(hostname)
+        self.hostname = hostname
+        self.key = key
+
+
+class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's StrictHostKeyChecking=yes."""
+
+    def missing_host_key(self, client, hostname, key):
+        raise _UnknownHostKey(hostname, key)
+
+
+class _AcceptNew(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's StrictHostKeyChecking=accept-new: record unknown keys; changed keys still fail."""
+
+    def __init__(self, known_hosts: Path):
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client, hostname, key):
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        with _known_hosts_lock:
+            self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Append, never rewrite: the file may hold hashed entries and comments.
+            with open(self.known_hosts, "a", encoding="ascii") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+
+def _transport_factory(sock, **kwargs) -> paramiko.Transport:
+    transport = paramiko.Transport(sock, **kwargs)
+    options = transport.get_security_options()
+    offered = list(options.kex)
+    first = [k for k in PREFERRED_KEX if k in offered]
+    # curve25519 is several times cheaper than the post-quantum hybrid paramiko prefers.
+    options.kex = tuple(first + [k for k in offered if k not in first])
+    return transport
+
+
+def _host_key_name(hostname: str, port: int) -> str:
+    return hostname if port == 22 else f"[{hostname}]:{port}"
+
+
+class Session:
+    """One SSH connection to one host, reused for every exec and SFTP call of a run."""
+
+    def __init__(self, host: Host, accept_new_host_keys: bool = False):
+        self.host = host
+        self.accept_new_host_keys = accept_new_host_keys
+        self._conn: Connection | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._home: str | None = None
+        self.connect_seconds: float | None = None
+
+    # -- connection -------------------------------------------------------
+    def _connection(self) -> Connection:
+        host = self.host
+        config = Config(runtime_ssh_path=os.path.expanduser(host.ssh_config)) if host.ssh_config else Config()
+        connect_kwargs: dict = {
+            "allow_agent": host.use_agent,
+            "look_for_keys": host.identity_file is None,
+            "transport_factory": _transport_factory,
+            "banner_timeout": host.connect_timeout,
+            "auth_timeout": host.connect_timeout,
+        }
+        if host.identity_file:
+            connect_kwargs["key_filename"] = [os.path.expanduser(host.identity_file)]
+        if host.passphrase_env:
+            connect_kwargs["passphrase"] = _secret_from_env(host.passphrase_env, "key passphrase")
+        if host.password_env:
+            connect_kwargs["password"] = _secret_from_env(host.password_env, "password")
+        return Connection(
+            host=host.ssh_alias or host.address,
+            user=host.user,
+            port=host.port,
+            config=config,
+            connect_timeout=host.connect_timeout,
+            connect_kwargs=connect_kwargs,
+        )
+
+    def open(self) -> "Session":
+        if self._conn is not None and self._conn.is_connected:
+            return self
+        started = time.monotonic()
+        conn = self._connection()
+        known_hosts = Path(os.path.expanduser(self.host.known_hosts))
+        client = conn.client
+        client.get_host_keys().clear()
+        if known_hosts.exists():
+            try:
+                client.load_host_keys(str(known_hosts))
+            except (OSError, paramiko.SSHException) as exc:
+                raise HostKeyError(f"cannot read known_hosts {known_hosts}: {exc}") from None
+        client.set_missing_host_key_policy(_AcceptNew(known_hosts) if self.accept_new_host_keys else _RefuseUnknown())
+        where = f"{conn.host}:{conn.port}"
+        with self._errors(where, conn, known_hosts):
+            if not conn.gateway:
+                sock = socket.create_connection((conn.host, conn.port), timeout=self.host.connect_timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.connect_kwargs["sock"] = sock
+            conn.open()
+        self._conn = conn
+        self.connect_seconds = time.monotonic() - started
+        return self
+
+    @contextmanager
+    def _errors(self, where: str, conn: Connection, known_hosts: Path) -> Iterator[None]:
+        name = _host_key_name(conn.host, conn.port)
+        try:
+            yield
+        except _UnknownHostKey as exc:
+            raise HostKeyError(
+                f"unknown host key for {where} ({exc.key.get_name()} {exc.key.fingerprint}); refusing to connect. "
+                f"Check the fingerprint, then run again with --accept-new-host-keys to record it in {known_hosts}"
+            ) from None
+        except paramiko.BadHostKeyException as exc:
+            raise HostKeyError(
+                f"HOST KEY CHANGED for {where}: known_hosts has {exc.expected_key.get_name()} "
+                f"{exc.expected_key.fingerprint}, the server offered {exc.key.fingerprint}. Refusing to connect "
+                f"(possible man-in-the-middle). If the change is expected: ssh-keygen -f {known_hosts} -R '{name}'"
+            ) from None
+        except paramiko.AuthenticationException as exc:
+            raise AuthError(f"authentication failed for {conn.user}@{where}: {exc}") from None
+        except socket.timeout:
+            raise UnreachableError(f"timed out connecting to {where} after {self.host.connect_timeout:g}s") from None
+        except ConnectionRefusedError:
+            raise UnreachableError(f"connection refused by {where}") from None
+        except socket.gaierror as exc:
+            raise UnreachableError(f"cannot resolve {conn.host}: {exc.strerror}") from None
+        except paramiko.ssh_exception.NoValidConnectionsError as exc:
+            raise UnreachableError(f"cannot connect to {where}: {exc}") from None
+        except paramiko.SSHException as exc:
+            raise UnreachableError(f"SSH error with {where}: {exc}") from None
+        except (EOFError, OSError) as exc:
+            raise UnreachableError(f"connection to {where} failed: {exc or type(exc).__name__}") from None
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        if self._conn is None:
+            raise UnreachableError(f"{self.host.name}: not connected")
+        transport = self._conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise UnreachableError(f"{self.host.name}: the SSH connection was lost")
+        return transport
+
+    def close(self) -> None:
+        for closer in (self._sftp, self._conn):
+            try:
+                if closer is not None:
+                    closer.close()
+            except Exception:  # closing a dead connection must not hide the real error
+                pass
+        self._sftp = None
+        self._conn = None
+
+    def __enter__(self) -> "Session":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- exec -------------------------------------------------------------
+    def exec(self, command: str, timeout: float | None = None, stdin: bytes | None = None, check: bool = False) -> Result:
+        """Run one command through `sh -c` semantics of the login shell; returns its Result."""
+        timeout = timeout or self.host.command_timeout
+        started = time.monotonic()
+        try:
+            channel = self.transport.open_session(timeout=self.host.connect_timeout)
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            if stdin:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            # stdout to EOF, then stderr (paramiko buffers stderr meanwhile).
+            stdout = _read_all(channel.recv, started + timeout)
+            stderr = _read_all(channel.recv_stderr, started + timeout)
+            if not channel.status_event.wait(max(0.0, started + timeout - time.monotonic())):
+                raise socket.timeout()
+            status = channel.recv_exit_status()
+            channel.close()
+        except socket.timeout:
+            raise UnreachableError(f"{self.host.name}: command timed out after {timeout:g}s") from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise UnreachableError(f"{self.host.name}: the SSH connection was lost ({exc or type(exc).__name__})") from None
+        result = Result(command, status, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"), time.monotonic() - started)
+        if check and not result.ok:
+            raise RemoteCommandError(f"{self.host.name}: command failed with exit {status}: {result.tail()}", result)
+        return result
+
+    # -- sftp -------------------------------------------------------------
+    @property
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            try:
+                self._sftp = self.transport.open_sftp_client()
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise UnreachableError(f"{self.host.name}: cannot open SFTP: {exc}") from None
+        return self._sftp
+
+    @property
+    def home(self) -> str:
+        if self._home is None:
+            self._home = self._sftp_call(lambda: self.sftp.normalize("."), ".")
+        return self._home
+
+    def path(self, path: str) -> str:
+        """Absolute remote path: '~' and '~/x' are the login user's home; relative paths are under it."""
+        if path == "~":
+            return self.home
+        if path.startswith("~/"):
+            return posixpath.join(self.home, path[2:])
+        if path.startswith("~"):
+            raise TransportError(f"{self.host.name}: '~user' paths are not supported: {path!r}")
+        return path if path.startswith("/") else posixpath.join(self.home, path)
+
+    def _sftp_call(self, fn, path: str):
+        try:
+            return fn()
+        except PermissionError:
+            raise RemoteCommandError(f"{self.host.name}: permission denied: {path}") from None
+        except FileNotFoundError:
+            raise
+        except IOError as exc:
+            if isinstance(exc, OSError) and exc.errno is None and "No space" in str(exc):
+                raise RemoteCommandError(f"{self.host.name}: no space left writing {path}") from None
+            if getattr(exc, "errno", None) is not None:
+                raise RemoteCommandError(f"{self.host.name}: {exc.strerror or exc} ({path})") from None
+            raise RemoteCommandError(f"{self.host.name}: SFTP error on {path}: {exc}") from None
+        except (paramiko.SSHException, EOFError) as exc:
+            raise UnreachableError(f"{self.host.name}: the SSH connection was lost ({exc})") from None
+
+    def stat(self, path: str) -> paramiko.SFTPAttributes | None:
+        full = self.path(path)
+        try:
+            return self._sftp_call(lambda: self.sftp.lstat(full), full)
+        except FileNotFoundError:
+            return None
+
+    def exists(self, path: str) -> bool:
+        return self.stat(path) is not None
+
+    def is_dir(self, path: str) -> bool:
+        attrs = self.stat(path)
+        return attrs is not None and stat_module.S_ISDIR(attrs.st_mode or 0)
+
+    def read(self, path: str) -> bytes:
+        full = self.path(path)
+
+        def _read() -> bytes:
+            with self.sftp.open(full, "rb") as fh:
+                return fh.read()
+
+        try:
+            return self._sftp_call(_read, full)
+        except FileNotFoundError:
+            raise RemoteCommandError(f"{self.host.name}: no such file: {full}") from None
+
+    def write_atomic(self, path: str, data: bytes, mode: int | None = None) -> None:
+        """Write to a temp file beside `path`, then rename over it: readers see old or new, never half."""
+        full = self.path(path)
+        directory, name = posixpath.split(full)
+        temp = posixpath.join(directory, f".{name}.opskit-tmp-{secrets.token_hex(4)}")
+        existing = self.stat(full)
+        final_mode = mode if mode is not None else (stat_module.S_IMODE(existing.st_mode) if existing else 0o600)
+
+        def _write() -> None:
+            with self.sftp.open(temp, "wbx") as fh:
+                fh.write(data)
+                fh.flush()
+            self.sftp.chmod(temp, final_mode)
+            self.sftp.posix_rename(temp, full)
+
+        try:
+            self._sftp_call(_write, full)
+        except BaseException:
+            try:
+                self.sftp.remove(temp)
+            except Exception:  # best effort: the temp file may never have been created
+                pass
+            raise
+
+    def rename(self, src: str, dst: str) -> None:
+        """Rename that refuses to overwrite anything at `dst`."""
+        full_src, full_dst = self.path(src), self.path(dst)
+        if self.stat(full_dst) is not None:
+            raise RemoteCommandError(f"{self.host.name}: refusing to rename onto existing {full_dst}")
+        try:
+            self._sftp_call(lambda: self.sftp.rename(full_src, full_dst), full_src)
+        except FileNotFoundError:
+            raise RemoteCommandError(f"{self.host.name}: no such file: {full_src}") from None
+
+    def mkdir_p(self, path: str, mode: int = 0o700) -> None:
+        full = self.path(path)
+        parts = full.strip("/").split("/")
+        current = ""
+        for part in parts:
+            current += "/" + part
+            if self.stat(current) is None:
+                try:
+                    self._sftp_call(lambda: self.sftp.mkdir(current, mode), current)
+                except FileNotFoundError:
+                    raise RemoteCommandError(f"{self.host.name}: cannot create {current}") from None
+
+    def remove(self, path: str) -> None:
+        full = self.path(path)
+        try:
+            self._sftp_call(lambda: self.sftp.remove(full), full)
+        except FileNotFoundError:
+            pass
+
+
+def _read_all(recv, deadline: float) -> bytes:
+    chunks = []
+    while True:
+        if time.monotonic() > deadline:
+            raise socket.timeout()
+        chunk = recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _secret_from_env(name: str, what: str) -> str:
+    value = os.environ.get(name)
+    if value is None:
+        raise AuthError(f"the {what} is read from ${name}, which is not set")
+    return value
