@@ -211,6 +211,12 @@ class _interrupts:
         return self
 
     def __exit__(self, *exc):
+        if self.event.is_set():
+            # The rollback is done; more Ctrl-C's must not cut the report short or turn
+            # exit 130 into death-by-signal while Python shuts down.
+            for sig in self.previous:
+                signal.signal(sig, signal.SIG_IGN)
+            return
         for sig, old in self.previous.items():
             signal.signal(sig, old)
 
@@ -333,9 +339,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         code = cli.main(args=args, prog_name="opskit", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(ExitCode.USAGE)
+    except click.exceptions.Abort as exc:
+        interrupted = isinstance(exc.__context__, KeyboardInterrupt)
+        click.echo("interrupted" if interrupted else "aborted", err=True)
+        sys.exit(ExitCode.INTERRUPTED if interrupted else ExitCode.USAGE)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

@@ -42,7 +42,7 @@ conflicts=0
 failures=0
 _step=""
 _outcome=""
-say() { echo "OPSKIT-UNDO $_step $1 $2"; _outcome=$1; }
+say() { echo "OPSKIT-UNDO $_step $1 $2" | tee -a "$TX/result"; _outcome=$1; }
 undone() { say undone "$*"; }
 not_applied() { say not_applied "$*"; }
 conflict() { say conflict "$*"; conflicts=$((conflicts + 1)); }
@@ -89,7 +89,8 @@ esac
 take_undo_lock || { echo "OPSKIT-STATE busy"; exit 75; }
 trap 'rm -rf "$TX/undo.lock"' EXIT
 case $(state) in
-  kept|rolled_back|conflict|done) echo "OPSKIT-STATE $(state)"; disarm; exit 0 ;;
+  # already ended (perhaps by the guard itself a moment ago): repeat what the undo said
+  kept|rolled_back|conflict|done) cat "$TX/result" 2>/dev/null; echo "OPSKIT-STATE $(state)"; disarm; exit 0 ;;
 esac
 if [ "$mode" = keep ]; then
   if [ "$(state)" = failed ]; then echo "OPSKIT-STATE failed"; exit 0; fi
@@ -103,7 +104,7 @@ fi
 GUARD_STEP = r"""
 _step=@N@; _outcome=""
 if [ -e "$TX/undone.@N@" ]; then
-  echo "OPSKIT-UNDO @N@ done_before already undone"
+  echo "OPSKIT-UNDO @N@ done_before already undone" | tee -a "$TX/result"
 else
   undo_@N@
   case $_outcome in undone|not_applied) : > "$TX/undone.@N@" ;; "") failed "undo printed no outcome" ;; esac
@@ -127,6 +128,7 @@ def guard_script(run_id: str, undo_bodies: list[str]) -> str:
     parts = [GUARD_HEADER.replace("@RUN@", run)]
     for index, body in enumerate(undo_bodies):
         parts.append(f"undo_{index}() {{\n{body}\n}}\n")
+    parts.append(': > "$TX/result"\n')
     for index in reversed(range(len(undo_bodies))):
         parts.append(GUARD_STEP.replace("@N@", str(index)))
     parts.append(GUARD_FOOTER)
@@ -134,17 +136,23 @@ def guard_script(run_id: str, undo_bodies: list[str]) -> str:
 
 
 def arm_script(run_id: str, seconds: int) -> str:
-    """Set the deadline and schedule the guard so it survives the SSH session and the controller."""
+    """(Re)set the deadline to `seconds` from now on the host's clock and schedule the guard
+    so it survives the SSH session and the controller. Re-arming replaces the previous guard."""
     run = token(run_id)
-    return f"""TX="$HOME/.opskit/tx/{run}"
+    return f"""umask 077
+TX="$HOME/.opskit/tx/{run}"
 PATH="$PATH:/usr/sbin:/sbin:/usr/local/bin"
+st=$(cat "$TX/state" 2>/dev/null)
+case $st in open|armed) ;; *) echo "OPSKIT-ARMED refused $st"; exit 3 ;; esac
 echo $(( $(date +%s) + {int(seconds)} )) > "$TX/deadline"
 printf 'armed\\n' > "$TX/state.tmp" && mv -f "$TX/state.tmp" "$TX/state"
+[ -f "$TX/guard.pid" ] && kill "$(cat "$TX/guard.pid")" 2>/dev/null
 if command -v setsid >/dev/null 2>&1; then
   nohup setsid sh "$TX/guard.sh" wait >>"$TX/guard.log" 2>&1 </dev/null &
 else
   nohup sh "$TX/guard.sh" wait >>"$TX/guard.log" 2>&1 </dev/null &
 fi
+echo $! > "$TX/guard.pid"
 mech=detached
 if command -v crontab >/dev/null 2>&1; then
   line='* * * * * sh "$HOME/.opskit/tx/{run}/guard.sh" cron >>"$HOME/.opskit/tx/{run}/guard.log" 2>&1 # opskit-guard {run}'
@@ -155,8 +163,14 @@ echo "OPSKIT-ARMED $mech $(cat "$TX/deadline")"
 """
 
 
-def run_guard(run_id: str, mode: str) -> str:
-    return f'sh "$HOME/.opskit/tx/{token(run_id)}/guard.sh" {token(mode)}'
+def run_guard(run_id: str, mode: str, wait: float = 60.0) -> str:
+    """Run the guard in `mode`; while another undo of the same run is under way
+    (the guard woke at the deadline just as we asked), wait for it, then report."""
+    tx = f'"$HOME/.opskit/tx/{token(run_id)}/guard.sh"'
+    tries = max(1, int(wait / 0.2))
+    return (f"i=0; while :; do out=$(sh {tx} {token(mode)} 2>&1); rc=$?; "
+            f"[ $rc -eq 75 ] && [ $i -lt {tries} ] || break; i=$((i + 1)); sleep 0.2; done; "
+            "printf '%s\n' \"$out\"; exit $rc")
 
 
 @dataclass
@@ -188,7 +202,7 @@ def parse_output(text: str) -> UndoReport:
     return report
 
 
-def hello_script(run_id: str | None, lock_seconds: int | None) -> str:
+def hello_script(run_id: str | None, lock_seconds: int | None, read_only: bool = False) -> str:
     """First exec of every connection: home, host clock, finish overdue transactions, and
     (for a run that changes things) take the host lock.
 
@@ -197,7 +211,8 @@ def hello_script(run_id: str | None, lock_seconds: int | None) -> str:
     """
     lines = [
         'umask 077; PATH="$PATH:/usr/sbin:/sbin"',
-        'mkdir -p "$HOME/.opskit/tx" && chmod 700 "$HOME/.opskit" "$HOME/.opskit/tx"',
+        # --check touches nothing, not even our own folder: it only reports overdue runs.
+        ':' if read_only else 'mkdir -p "$HOME/.opskit/tx" && chmod 700 "$HOME/.opskit" "$HOME/.opskit/tx"',
         'printf "OPSKIT-HOME %s\\n" "$HOME"',
         'now=$(date +%s); echo "OPSKIT-NOW $now"',
         # A guard killed by the host (shared hosts kill background jobs) leaves an armed,
@@ -207,7 +222,7 @@ def hello_script(run_id: str | None, lock_seconds: int | None) -> str:
         '  r=$(basename "$d"); st=$(cat "$d/state" 2>/dev/null)',
         '  dl=$(cat "$d/deadline" 2>/dev/null || echo 0)',
         '  if [ "$st" = armed ] && [ "$now" -ge "$dl" ]; then',
-        '    sh "$d/guard.sh" now 2>&1 | sed "s/^/OPSKIT-RECOVER $r /"',
+        '    echo "OPSKIT-OVERDUE $r"' if read_only else '    sh "$d/guard.sh" now 2>&1 | sed "s/^/OPSKIT-RECOVER $r /"',
         '  fi',
         'done',
     ]
@@ -244,6 +259,7 @@ class Hello:
     holder_state: str | None = None
     holder_deadline: int | None = None
     recovered: dict[str, list[str]] = field(default_factory=dict)   # run → guard lines
+    overdue: list[str] = field(default_factory=list)                # runs a --check saw but left alone
 
 
 def parse_hello(text: str) -> Hello:
@@ -259,6 +275,8 @@ def parse_hello(text: str) -> Hello:
             parts = line.split(" ", 2)
             if len(parts) == 3:
                 hello.recovered.setdefault(parts[1], []).append(parts[2])
+        elif line.startswith("OPSKIT-OVERDUE "):
+            hello.overdue.append(line.split()[1] if len(line.split()) > 1 else "?")
         elif line.startswith("OPSKIT-LOCK "):
             parts = line.split()
             hello.lock = parts[1]

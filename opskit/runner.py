@@ -30,6 +30,7 @@ from opskit.playbook import Playbook, Step, params_for
 from opskit.steps import CHANGES, CHECKS, PROBES, Context, Verdict
 from opskit.transport import Session
 
+STEPS_MARGIN = 600   # seconds the guard allows for the steps after the first change, before the hold starts
 STATUSES = ("ok", "changed", "held", "kept", "rolled_back", "failed", "unreachable", "conflict")
 
 
@@ -226,7 +227,8 @@ class Transaction:
     def connect(self) -> None:
         self.session.open()
         lock_seconds = self.run.hold + 3600
-        result = self.session.exec(guard.hello_script(self.run.run_id if self.needs_lock else None, lock_seconds))
+        result = self.session.exec(guard.hello_script(self.run.run_id if self.needs_lock else None, lock_seconds,
+                                                      read_only=self.run.options.check_mode))
         hello = guard.parse_hello(result.stdout)
         if hello.home:
             self.session._home = hello.home
@@ -237,6 +239,10 @@ class Transaction:
                 f"finished the rollback of run {run_id}, whose guard did not run by its deadline (state: {report.state})",
                 tuple(lines[-5:]), "the host may kill background processes; check its process killer"))
             self.step("recover", "done", f"run {run_id}: {report.state}")
+        for run_id in hello.overdue:
+            self.outcome.findings.append(Finding(
+                "overdue-rollback-pending", Severity.WARNING,
+                f"run {run_id} is past its deadline and not rolled back (--check leaves it; any real run finishes it)"))
         if self.needs_lock:
             if hello.lock != "acquired":
                 holder = hello.holder or "unknown"
@@ -342,7 +348,11 @@ class Transaction:
         self.undo_bodies.append(change.undo_script(record))
         self.write_guard()
         if self.armed_at is None:
-            self.arm()
+            # Until the steps are done the deadline leaves room for them; the hold proper
+            # starts when they are (see hold()), so the guard never undoes mid-transaction.
+            self.arm(self.run.hold + STEPS_MARGIN)
+        else:
+            self.ensure_still_armed()
         change.apply(record, self.ctx)
         entry.state = "applied"
         self.log({"event": "applied", "index": index})
@@ -352,17 +362,21 @@ class Transaction:
         self.session.write_atomic(posixpath.join(self.tx_dir, "records.json"), json.dumps(self.records, indent=1).encode(), 0o600)
         self.session.write_atomic(posixpath.join(self.tx_dir, "guard.sh"), guard.guard_script(self.run.run_id, self.undo_bodies).encode(), 0o700)
 
-    def arm(self) -> None:
-        hold = self.run.hold
-        result = self.session.exec(guard.arm_script(self.run.run_id, hold), check=True)
+    def arm(self, seconds: int) -> None:
+        result = self.session.exec(guard.arm_script(self.run.run_id, seconds))
         words = next((l.split() for l in result.stdout.splitlines() if l.startswith("OPSKIT-ARMED ")), None)
-        if not words:
-            raise StepFailed(f"could not arm the guard: {result.tail()}")
+        if not words or words[1] == "refused" or len(words) < 3:
+            raise StepFailed(f"could not arm the guard: {' '.join(words or []) or result.tail()}")
         self.armed_at = time.monotonic()
         self.outcome.guard = words[1]
-        self.outcome.deadline = time.time() + hold
+        self.outcome.deadline = time.time() + seconds
         self.log({"event": "armed", "deadline": self.outcome.deadline, "host_deadline": int(words[2]), "mechanism": words[1]})
-        self.run.observer.host_step(self.host.name, "guard", "armed", f"{words[1]}, undoes in {hold}s")
+        self.run.observer.host_step(self.host.name, "guard", "armed", f"{words[1]}, undoes in {seconds}s")
+
+    def ensure_still_armed(self) -> None:
+        state = self.session.read(posixpath.join(self.tx_dir, "state")).decode().strip()
+        if state != "armed":
+            raise StepFailed(f"the transaction ended on the host (state {state}) before this change; not applying it")
 
     def do_check(self, step: Step, params: dict) -> None:
         check = CHECKS[step.names[0]]()
@@ -401,6 +415,7 @@ class Transaction:
             self.mark_changes("kept")
             self.outcome.status = "changed" if report.state == "kept" else "failed"
             return
+        self.arm(self.run.hold)   # the hold window starts now that the changes are verified
         if self.run.options.detach:
             self.outcome.status = "held"
             return

@@ -1,0 +1,410 @@
+"""The core against real sshd hosts: transport, host keys, transactions, rollback, guard, lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from opskit import inventory
+from opskit.errors import HostKeyError, RemoteCommandError
+from opskit.transport import Session
+from tests.conftest import TEST_PLAYBOOKS, cli_command, make_tree, wait_until, write_file
+
+pytestmark = pytest.mark.integration
+
+NASTY = "cdn enabler; $(touch PWNED) `id` 'q\" \n x"
+
+
+def rename_inventory(lab, tmp_path, expect=None, src="wp/plugins/cdn-enabler", **extra_hosts):
+    """An inventory whose hosts rename ~/SRC away and edit ~/conf.txt."""
+    host_vars = {}
+    for host in lab.hosts:
+        make_tree(host, src)
+        write_file(host, "conf.txt", "original\n")
+        host_vars[host.name] = {"vars": {
+            "src": f"~/{src}", "dst": f"~/{os.path.dirname(src)}/.{os.path.basename(src)}.opskit",
+            "file": "~/conf.txt", "expect": (expect or {}).get(host.name, "absent")}}
+    host_vars.update(extra_hosts)
+    return lab.inventory(tmp_path / "inventory.yaml", hosts=host_vars)
+
+
+def run_args(inv, *more):
+    return ("-i", str(inv), "run", "rename-hold", "--playbook-path", str(TEST_PLAYBOOKS), *more)
+
+
+def guard_story(host) -> str:
+    """What the guards on a host said (shown when an assertion about the host fails)."""
+    lines = []
+    for tx in sorted((host.home / ".opskit" / "tx").glob("*")):
+        for name in ("state", "mechanism", "guard.log", "result"):
+            if (tx / name).exists():
+                lines.append(f"{tx.name}/{name}: {(tx / name).read_text().strip()}")
+    return "\n".join(lines)
+
+
+def assert_original(host, src="wp/plugins/cdn-enabler"):
+    assert (host.home / src).is_dir(), f"{src} not restored on {host.name}\n{guard_story(host)}"
+    assert not (host.home / os.path.dirname(src) / f".{os.path.basename(src)}.opskit").exists()
+    assert (host.home / "conf.txt").read_text() == "original\n", guard_story(host)
+
+
+def assert_changed(host, src="wp/plugins/cdn-enabler"):
+    assert not (host.home / src).exists()
+    assert (host.home / os.path.dirname(src) / f".{os.path.basename(src)}.opskit").is_dir()
+    assert (host.home / "conf.txt").read_text() == "edited by opskit\n"
+
+
+# -- transport ----------------------------------------------------------------
+
+def test_connect_exec_and_sftp(hosts, tmp_path):
+    inv = inventory.load(hosts.inventory(tmp_path / "inv.yaml"))
+    host = hosts.hosts[0]
+    with Session(inv.hosts[host.name]) as session:
+        result = session.exec("id -un; echo oops >&2; exit 3")
+        assert (result.exit_status, result.stdout.strip(), result.stderr.strip()) == (3, host.user, "oops")
+        assert session.home == str(host.home)
+        session.write_atomic("~/dir/file.txt", b"one") if session.mkdir_p("~/dir") is None else None
+        assert (host.home / "dir" / "file.txt").read_bytes() == b"one"
+        assert oct((host.home / "dir" / "file.txt").stat().st_mode & 0o777) == oct(0o600)
+        os.chmod(host.home / "dir" / "file.txt", 0o640)
+        session.write_atomic("~/dir/file.txt", b"two")
+        assert (host.home / "dir" / "file.txt").read_bytes() == b"two"
+        assert (host.home / "dir" / "file.txt").stat().st_mode & 0o777 == 0o640, "atomic write must keep the mode"
+        assert [p.name for p in (host.home / "dir").iterdir()] == ["file.txt"], "no temp file left behind"
+        session.write_atomic("~/dir/other.txt", b"x")
+        with pytest.raises(RemoteCommandError, match="refusing to rename onto existing"):
+            session.rename("~/dir/file.txt", "~/dir/other.txt")
+        assert (host.home / "dir" / "other.txt").read_bytes() == b"x"
+        session.rename("~/dir/file.txt", "~/dir/moved.txt")
+        assert (host.home / "dir" / "moved.txt").read_bytes() == b"two"
+        # the same connection serves every call
+        transport = session.transport
+        session.exec("true")
+        assert session.transport is transport
+
+
+def test_unknown_host_key_refused_then_accept_new(hosts, tmp_path):
+    empty = tmp_path / "known_hosts_empty"
+    empty.write_text("")
+    inv = inventory.load(hosts.inventory(tmp_path / "inv.yaml", defaults={"known_hosts": str(empty)}))
+    host = inv.hosts["h1"]
+    with pytest.raises(HostKeyError, match="unknown host key .*--accept-new-host-keys"):
+        Session(host).open()
+    assert empty.read_text() == ""
+    with Session(host, accept_new_host_keys=True) as session:
+        assert session.exec("true").ok
+    line = empty.read_text()
+    assert line.startswith(f"[{hosts.hosts[0].address}]:{hosts.hosts[0].port} ssh-ed25519 ")
+    with Session(host) as session:   # now known: plain strict mode works
+        assert session.exec("true").ok
+
+
+def test_changed_host_key_always_refused(hosts, tmp_path):
+    other = tmp_path / "otherkey"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    h = hosts.hosts[0]
+    kh = tmp_path / "known_hosts_changed"
+    kh.write_text(f"[{h.address}]:{h.port} " + " ".join(other.with_suffix(".pub").read_text().split()[:2]) + "\n")
+    inv_file = hosts.inventory(tmp_path / "inv.yaml", defaults={"known_hosts": str(kh)})
+    host = inventory.load(inv_file).hosts["h1"]
+    for accept_new in (False, True):
+        with pytest.raises(HostKeyError, match="HOST KEY CHANGED .*ssh-keygen -f .* -R"):
+            Session(host, accept_new_host_keys=accept_new).open()
+    # and through the CLI: the host fails alone, marked unreachable, with the reason
+    result = run_cli_json(inv_file, "facts", "--all", "--accept-new-host-keys")
+    assert result["hosts"]["h1"]["status"] == "unreachable"
+    assert "HOST KEY CHANGED" in result["hosts"]["h1"]["error"]
+    assert all(result["hosts"][h]["status"] == "ok" for h in ("h2", "h3", "h4"))
+
+
+def run_cli_json(inv, playbook, *args, expect_rc=None):
+    from tests.conftest import run_cli
+
+    result = run_cli("-i", str(inv), "run", playbook, "--json", *args)
+    if expect_rc is not None:
+        assert result.returncode == expect_rc, result.stderr
+    return result.json
+
+
+# -- facts, selection, unreachable ---------------------------------------------
+
+def test_facts_all_hosts_and_unreachable_host_fails_alone(hosts, tmp_path, opskit):
+    dead_port = hosts.hosts[0].port  # nothing listens on this port at another address
+    inv = hosts.inventory(tmp_path / "inv.yaml")
+    data = inventory.yamlsrc.load(inv, "inventory").data
+    data["hosts"]["ghost"] = {"address": "127.0.11.250", "port": dead_port, "user": "nobody", "connect_timeout": 2}
+    import yaml
+    inv.write_text(yaml.safe_dump(data))
+    result = opskit("-i", str(inv), "run", "facts", "--all", "--json")
+    assert result.returncode == 1, result.stderr
+    doc = result.json
+    assert doc["playbook"] == "facts" and doc["run_id"]
+    assert doc["hosts"]["ghost"]["status"] == "unreachable"
+    assert "refused" in doc["hosts"]["ghost"]["error"]
+    for h in hosts.hosts:
+        entry = doc["hosts"][h.name]
+        assert entry["status"] == "ok", entry
+        facts = entry["steps"][0]["value"]
+        assert facts["system"]["user"] == h.user
+        assert facts["system"]["home"] == str(h.home)
+        assert facts["php"]["present"] is True
+
+
+def test_selection_errors_exit_2(hosts, tmp_path, opskit):
+    inv = hosts.inventory(tmp_path / "inv.yaml")
+    nothing = opskit("-i", str(inv), "run", "facts")
+    assert nothing.returncode == 2 and "no hosts selected" in nothing.stderr
+    typo = opskit("-i", str(inv), "run", "facts", "--host", "h7x")
+    assert typo.returncode == 2 and "no host" in typo.stderr
+    book = opskit("-i", str(inv), "run", "fatcs", "--all")
+    assert book.returncode == 2 and "did you mean facts" in book.stderr
+    hold = opskit("-i", str(inv), "run", "rename-hold", "--playbook-path", str(TEST_PLAYBOOKS), "--all", "--hold", "5 parsecs")
+    assert hold.returncode == 2 and "--hold" in hold.stderr
+    for r in (nothing, typo, book, hold):
+        assert "Traceback" not in r.stderr
+
+
+def test_malformed_inventory_names_file_line_field(tmp_path, opskit):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hosts:\n  site1:\n    address: 10.0.0.1\n    prot: 22\n")
+    result = opskit("-i", str(bad), "inventory", "check")
+    assert result.returncode == 2
+    assert f"{bad}:4: hosts.site1.prot: unknown field" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- transactions ----------------------------------------------------------------
+
+def test_failing_step_rolls_back_that_host_only(hosts, tmp_path, opskit):
+    inv = rename_inventory(hosts, tmp_path, expect={"h2": "present"})
+    result = opskit(*run_args(inv, "--all", "--hold", "1s", "--json"))
+    doc = result.json
+    assert result.returncode == 1
+    h2 = doc["hosts"]["h2"]
+    assert h2["status"] == "failed"
+    assert h2["rollback"]["reason"] == "step_failed" and h2["rollback"]["state"] == "rolled_back"
+    assert [c["state"] for c in h2["changes"]] == ["undone", "undone"]
+    for h in hosts.hosts:
+        assert_original(h)
+        if h.name != "h2":
+            assert doc["hosts"][h.name]["status"] == "rolled_back"
+            assert doc["hosts"][h.name]["rollback"]["reason"] == "hold_ended"
+
+
+def test_check_mode_changes_nothing(hosts, tmp_path, opskit):
+    inv = rename_inventory(hosts, tmp_path)
+    before = {h.name: sorted(str(p) for p in h.home.rglob("*")) for h in hosts.hosts}
+    result = opskit(*run_args(inv, "--all", "--check", "--json"))
+    assert result.returncode == 0, result.stderr
+    for h in hosts.hosts:
+        entry = result.json["hosts"][h.name]
+        assert entry["status"] == "ok"
+        assert [c["state"] for c in entry["changes"]] == ["planned", "planned"]
+        assert "-original\n+edited by opskit\n" in entry["changes"][1]["diff"]
+        assert sorted(str(p) for p in h.home.rglob("*")) == before[h.name], "nothing created (no ~/.opskit either)"
+        assert_original(h)
+    human = opskit(*run_args(inv, "--host", "h1", "--check"))
+    assert "+edited by opskit" in human.stdout + human.stderr
+
+
+def test_shell_metacharacters_in_paths_are_never_executed(hosts, tmp_path, opskit):
+    inv = rename_inventory(hosts, tmp_path, src=f"wp/{NASTY}")
+    result = opskit(*run_args(inv, "--host", "h1", "--hold", "1s", "--json"))
+    assert result.returncode == 0, result.stderr
+    assert result.json["hosts"]["h1"]["status"] == "rolled_back"
+    h1 = hosts.host("h1")
+    assert (h1.home / "wp" / NASTY).is_dir()
+    assert not list(Path(hosts.base_dir).rglob("PWNED")), "a metacharacter was executed"
+
+
+def test_permanent_change_is_kept_when_verified(hosts, tmp_path, opskit):
+    h1 = hosts.host("h1")
+    write_file(h1, "conf.txt", "original\n")
+    inv = hosts.inventory(tmp_path / "inv.yaml", hosts={"h1": {"vars": {"file": "~/conf.txt"}}})
+    result = opskit("-i", str(inv), "run", "edit-permanent", "--playbook-path", str(TEST_PLAYBOOKS), "--host", "h1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert result.json["hosts"]["h1"]["status"] == "changed"
+    assert (h1.home / "conf.txt").read_text() == "permanent\n"
+    assert (h1.home / "conf.txt").stat().st_mode & 0o777 == 0o640
+    assert not (h1.home / ".opskit" / "lock").exists(), "the lock is released"
+    assert_no_guard_process(h1)
+
+
+def assert_no_guard_process(host):
+    out = subprocess.run(["pgrep", "-u", host.user, "-f", "guard.sh"], capture_output=True, text=True).stdout
+    assert out.strip() == "", f"a guard is still running on {host.name}: {out}"
+
+
+def start_run(inv, *args) -> subprocess.Popen:
+    return subprocess.Popen(cli_command(*run_args(inv, *args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+
+
+def wait_held(host, hold: int, timeout=20):
+    """Wait until the host's changes are made and its hold window has started (the guard
+    re-armed with the hold's own deadline); returns the run id."""
+    def held():
+        txs = list((host.home / ".opskit" / "tx").glob("*/deadline"))
+        if not txs or (host.home / "conf.txt").read_text() != "edited by opskit\n":
+            return None
+        tx = txs[0].parent
+        try:
+            armed = (tx / "state").read_text().strip() == "armed"
+            deadline = int((tx / "deadline").read_text())
+        except (OSError, ValueError):
+            return None
+        return tx.name if armed and deadline <= time.time() + hold + 1 else None
+    return wait_until(held, timeout, what=f"{host.name} to hold its changes")
+
+
+def test_sigint_rolls_back_at_once(hosts, tmp_path):
+    inv = rename_inventory(hosts, tmp_path)
+    proc = start_run(inv, "--host", "h1", "--host", "h2", "--hold", "10m", "--json")
+    h1, h2 = hosts.host("h1"), hosts.host("h2")
+    wait_held(h1, 600)
+    wait_held(h2, 600)
+    assert_changed(h1)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)   # a second Ctrl-C must not abandon the rollback
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - started < 10
+    assert proc.returncode == 130, err
+    doc = json.loads(out)
+    for h in (h1, h2):
+        assert doc["hosts"][h.name]["status"] == "rolled_back"
+        assert doc["hosts"][h.name]["rollback"]["reason"] == "interrupted"
+        assert_original(h)
+        assert_no_guard_process(h)
+        assert not (h.home / ".opskit" / "lock").exists()
+
+
+def test_sigterm_rolls_back(hosts, tmp_path):
+    inv = rename_inventory(hosts, tmp_path)
+    proc = start_run(inv, "--host", "h3", "--hold", "10m", "--json")
+    h3 = hosts.host("h3")
+    wait_held(h3, 600)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert json.loads(out)["hosts"]["h3"]["status"] == "rolled_back"
+    assert_original(h3)
+
+
+def test_controller_sigkill_guard_undoes_by_deadline(hosts, tmp_path):
+    inv = rename_inventory(hosts, tmp_path)
+    proc = start_run(inv, "--host", "h1", "--hold", "3s")
+    h1 = hosts.host("h1")
+    run_id = wait_held(h1, 3)
+    proc.kill()
+    proc.wait()
+    assert_changed(h1)
+    tx = h1.home / ".opskit" / "tx" / run_id
+    deadline = int((tx / "deadline").read_text())
+    wait_until(lambda: (tx / "state").read_text().strip() == "rolled_back", 15, what="the guard to roll back")
+    restored_at = time.time()
+    assert restored_at - deadline < 3, f"guard was {restored_at - deadline:.1f}s late"
+    assert_original(h1)
+    assert "detached" in (tx / "mechanism").read_text()
+    assert not (h1.home / ".opskit" / "lock").exists()
+    assert (tx / "guard.sh").stat().st_mode & 0o777 == 0o700
+    assert (h1.home / ".opskit").stat().st_mode & 0o777 == 0o700
+
+
+def test_guard_killed_next_connection_finishes_rollback(hosts, tmp_path, opskit):
+    inv = rename_inventory(hosts, tmp_path)
+    proc = start_run(inv, "--host", "h2", "--hold", "2s")
+    h2 = hosts.host("h2")
+    run_id = wait_held(h2, 2)
+    proc.kill()
+    proc.wait()
+    h2.kill_user_processes()   # the host's process killer takes the guard too
+    time.sleep(3)
+    tx = h2.home / ".opskit" / "tx" / run_id
+    assert (tx / "state").read_text().strip() == "armed"
+    assert_changed(h2)
+    result = opskit("-i", str(inv), "run", "facts", "--host", "h2", "--json")
+    assert result.returncode == 0, result.stderr
+    findings = result.json["hosts"]["h2"]["findings"]
+    assert any(f["cause"] == "overdue-rollback-finished" and run_id in f["summary"] for f in findings), findings
+    assert (tx / "state").read_text().strip() == "rolled_back"
+    assert_original(h2)
+
+
+def test_conflict_is_reported_and_nothing_clobbered(hosts, tmp_path):
+    inv = rename_inventory(hosts, tmp_path)
+    proc = start_run(inv, "--host", "h1", "--hold", "4s", "--json")
+    h1 = hosts.host("h1")
+    wait_held(h1, 4)
+    # someone recreates the folder and edits the file during the hold
+    make_tree(h1, "wp/plugins/cdn-enabler")
+    (h1.home / "wp/plugins/cdn-enabler/theirs.txt").write_text("theirs")
+    (h1.home / "conf.txt").write_text("edited by a human\n")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    entry = json.loads(out)["hosts"]["h1"]
+    assert entry["status"] == "conflict"
+    assert sorted(c["state"] for c in entry["changes"]) == ["conflict", "conflict"]
+    assert any(f["cause"] == "rollback-conflict" for f in entry["findings"])
+    assert (h1.home / "wp/plugins/cdn-enabler/theirs.txt").read_text() == "theirs"
+    assert (h1.home / "wp/plugins/.cdn-enabler.opskit").is_dir(), "our renamed copy is kept, not deleted"
+    assert (h1.home / "conf.txt").read_text() == "edited by a human\n"
+    assert not (h1.home / ".opskit" / "lock").exists()
+
+
+def test_second_run_refused_by_lock_then_confirm_and_rollback(hosts, tmp_path, opskit):
+    inv = rename_inventory(hosts, tmp_path)
+    first = opskit(*run_args(inv, "--host", "h1", "--host", "h2", "--hold", "5m", "--detach", "--json"))
+    assert first.returncode == 0, first.stderr
+    run_id = first.json["run_id"]
+    assert {h: first.json["hosts"][h]["status"] for h in ("h1", "h2")} == {"h1": "held", "h2": "held"}
+    second = opskit(*run_args(inv, "--host", "h1", "--json"))
+    assert second.returncode == 1
+    assert second.json["hosts"]["h1"]["status"] == "failed"
+    assert f"locked by run {run_id}" in second.json["hosts"]["h1"]["error"]
+    listed = opskit("runs", "--json")
+    assert {(r["run_id"], r["host"], r["state"]) for r in json.loads(listed.stdout)} == {(run_id, "h1", "held"), (run_id, "h2", "held")}
+    confirm = opskit("confirm", run_id, "--host", "h1")
+    assert confirm.returncode == 0 and "h1: kept" in confirm.stdout
+    rollback = opskit("rollback", run_id, "--host", "h2")
+    assert rollback.returncode == 0 and "h2: rolled_back" in rollback.stdout
+    assert_changed(hosts.host("h1"))
+    assert_original(hosts.host("h2"))
+    for name in ("h1", "h2"):
+        assert not (hosts.host(name).home / ".opskit" / "lock").exists()
+        assert_no_guard_process(hosts.host(name))
+    again = opskit("rollback", run_id, "--host", "h2")
+    assert again.returncode == 0 and "rolled_back" in again.stdout, "rollback is idempotent"
+    assert opskit("runs", "--json").stdout.strip() == "[]"
+
+
+def test_confirm_from_another_terminal_ends_a_waiting_run(hosts, tmp_path, opskit):
+    inv = rename_inventory(hosts, tmp_path)
+    proc = start_run(inv, "--host", "h3", "--hold", "10m", "--json")
+    h3 = hosts.host("h3")
+    run_id = wait_held(h3, 600)
+    assert opskit("confirm", run_id).returncode == 0
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["hosts"]["h3"]["status"] == "kept"
+    assert_changed(h3)
+
+
+def test_lost_connection_during_hold_still_rolls_back(hosts, tmp_path):
+    inv = rename_inventory(hosts, tmp_path)
+    proc = start_run(inv, "--host", "h4", "--hold", "3s", "--json")
+    h4 = hosts.host("h4")
+    wait_held(h4, 3)
+    # cut the SSH connection: kill the per-connection sshd processes (the listener stays)
+    subprocess.run(["pkill", "-KILL", "-f", f"sshd: {h4.user}"], check=False)
+    out, err = proc.communicate(timeout=30)
+    entry = json.loads(out)["hosts"]["h4"]
+    assert entry["status"] == "rolled_back", (entry, err)
+    assert_original(h4)
