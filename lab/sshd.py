@@ -47,7 +47,14 @@ def ensure_user(name: str, home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
     try:
         pwd.getpwnam(name)
-        subprocess.run(["usermod", "-d", str(home), name], check=True, capture_output=True)
+        # a crashed earlier lab may have left this user's processes (guards, php-fpm workers)
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+        for _ in range(50):
+            if subprocess.run(["usermod", "-d", str(home), name], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)   # usermod refuses while the killed processes are still exiting
+        else:
+            raise RuntimeError(f"usermod -d {home} {name} keeps failing (processes of {name} still running?)")
     except KeyError:
         subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", name], check=True, capture_output=True)
     # '!' marks a locked account, which sshd refuses even for keys; '*' is "no password".

@@ -185,7 +185,7 @@ def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hol
         report.print_json(report.json_document(run.run_id, book.name, outcomes, check_mode))
     else:
         console.print(report.summary_table(run.run_id, book.name, outcomes))
-        report.print_details(console, outcomes, check_mode)
+        report.print_details(console, outcomes, check_mode, show_facts=book.changes == "none")
         if any(o.status == "held" for o in outcomes.values()):
             console.print(f"Held. `opskit confirm {run.run_id}` keeps the changes; `opskit rollback {run.run_id}` undoes them now.")
     ctx.exit(exit_code(outcomes, run.interrupt.is_set()))

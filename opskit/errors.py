@@ -7,8 +7,9 @@
     ├── TransportError           anything between us and a host             → the host fails alone
     │   ├── UnreachableError     DNS, refused, timed out, lost
     │   ├── HostKeyError         unknown or changed host key
-    │   ├── AuthError            no key or agent identity was accepted
-    │   └── RemoteCommandError   a command ran and exited non-zero (has the Result)
+    │   └── AuthError            no key or agent identity was accepted
+    ├── RemoteCommandError       the host answered "no": exit status, permission denied,
+    │                            no space, no such file (the step fails; the connection is fine)
     └── LockedError              another run holds the host's lock
 """
 
@@ -58,7 +59,7 @@ class AuthError(TransportError):
     pass
 
 
-class RemoteCommandError(TransportError):
+class RemoteCommandError(OpskitError):
     def __init__(self, message: str, result=None):
         super().__init__(message)
         self.result = result

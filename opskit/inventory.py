@@ -80,12 +80,20 @@ class _Strict(BaseModel):
 class WordPressSettings(_Strict):
     root: str | None = None          # WordPress root on the host; None → look in the usual places
     url: str | None = None           # public URL of the site; its host name is the Host header for origin checks
+    resolve: str | None = None       # ADDRESS[:PORT] to reach wordpress.url at, instead of DNS (like curl --resolve)
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^https?://[^\s/]+", v):
             raise ValueError("must start with http:// or https:// and name a host")
+        return v
+
+    @field_validator("resolve")
+    @classmethod
+    def _resolve(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_endpoint(v, 80)
         return v
 
 

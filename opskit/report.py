@@ -146,14 +146,14 @@ def _plain(text: str):
     return Text(text)
 
 
-def print_details(console, outcomes: dict[str, HostOutcome], check_mode: bool) -> None:
+def print_details(console, outcomes: dict[str, HostOutcome], check_mode: bool, show_facts: bool) -> None:
     """Findings, errors and (with --check) diffs, per host, below the table."""
     from rich.syntax import Syntax
     from rich.text import Text
 
     for name, o in outcomes.items():
         lines = []
-        if o.error:
+        if o.error and not any(o.error.endswith(f.summary) for f in o.findings):
             lines.append(Text(f"  error: {o.error}", style="red"))
         for finding in o.findings:
             lines.append(finding)
@@ -164,7 +164,7 @@ def print_details(console, outcomes: dict[str, HostOutcome], check_mode: bool) -
         for step in o.steps:
             if step.get("kind") == "check" and step["status"] == "passed":
                 lines.append(Text(f"  check {step['step']}: passed — {step['detail']}"))
-            elif step.get("kind") == "probe" and step.get("value") is not None:
+            elif show_facts and step.get("kind") == "probe" and step.get("value") is not None:
                 lines.append(Text(f"  {step['step']}: " + _compact(step["value"]), style="dim"))
         if lines:
             console.print(Text(name, style="bold"))

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from opskit import guard, probes, template
-from opskit.errors import OpskitError, TransportError
+from opskit.errors import OpskitError, RemoteCommandError, TransportError
 from opskit.findings import Finding, Severity
 from opskit.inventory import Host
 from opskit.journal import Journal
@@ -189,6 +189,12 @@ class Transaction:
         if not self.run.options.check_mode:
             self.run.journal.append(self.run.run_id, self.host.name, event)
 
+    def add_finding(self, finding: Finding) -> None:
+        """Findings are facts about the host: the same one twice (a probe run again after a
+        rollback) is one finding."""
+        if all((f.cause, f.summary) != (finding.cause, finding.summary) for f in self.outcome.findings):
+            self.outcome.findings.append(finding)
+
     def step(self, label: str, status: str, detail: str = "") -> None:
         self.run.observer.host_step(self.host.name, label, status, detail)
 
@@ -234,13 +240,13 @@ class Transaction:
             self.session._home = hello.home
         for run_id, lines in hello.recovered.items():
             report = guard.parse_output("\n".join(lines))
-            self.outcome.findings.append(Finding(
+            self.add_finding(Finding(
                 "overdue-rollback-finished", Severity.WARNING,
                 f"finished the rollback of run {run_id}, whose guard did not run by its deadline (state: {report.state})",
                 tuple(lines[-5:]), "the host may kill background processes; check its process killer"))
             self.step("recover", "done", f"run {run_id}: {report.state}")
         for run_id in hello.overdue:
-            self.outcome.findings.append(Finding(
+            self.add_finding(Finding(
                 "overdue-rollback-pending", Severity.WARNING,
                 f"run {run_id} is past its deadline and not rolled back (--check leaves it; any real run finishes it)"))
         if self.needs_lock:
@@ -275,15 +281,22 @@ class Transaction:
                 params = template.render(step.params, values)
             except template.TemplateError as exc:
                 raise StepFailed(f"{step.label}: {exc}") from None
-            if step.kind == "probe":
-                self.do_probes(step, params)
-            elif step.kind == "change":
-                self.do_change(step, params)
-            else:
-                self.do_check(step, params)
+            started = time.monotonic()
+            try:
+                if step.kind == "probe":
+                    self.do_probes(step, params)
+                elif step.kind == "change":
+                    self.do_change(step, params)
+                else:
+                    self.do_check(step, params)
+            except RemoteCommandError as exc:
+                raise StepFailed(f"{step.label}: {exc}") from None
+            finally:
+                if self.outcome.steps and self.outcome.steps[-1]["step"] == step.label:
+                    self.outcome.steps[-1]["seconds"] = round(time.monotonic() - started, 3)
 
     def record_step(self, step: Step, status: str, detail: str = "", value: Any = None) -> None:
-        entry = {"step": step.label, "kind": step.kind, "status": status, "detail": detail}
+        entry = {"step": step.label, "id": step.id, "kind": step.kind, "status": status, "detail": detail, "at": round(time.time(), 3)}
         if value is not None:
             entry["value"] = value
         self.outcome.steps.append(entry)
@@ -312,7 +325,8 @@ class Transaction:
             if section is None:
                 raise StepFailed(f"{step.label}: probe {name} produced no answer ({result.tail() or 'exit ' + str(result.exit_status)})")
             values[name] = probe.parse(section.output, section.exit_status, prm)
-            self.outcome.findings.extend(probe.findings(values[name], prm))
+            for finding in probe.findings(values[name], prm):
+                self.add_finding(finding)
         value = values[step.names[0]] if len(step.names) == 1 else values
         if step.id:
             self.ctx.results[step.id] = value
@@ -396,7 +410,7 @@ class Transaction:
         if result.ok:
             return
         severity = Severity(step.finding.get("severity", "error" if step.on_fail == "stop" else "warning"))
-        self.outcome.findings.append(Finding(
+        self.add_finding(Finding(
             step.finding.get("cause", f"check-{check.name}-{result.verdict.value}"), severity,
             f"{step.label}: {result.summary}", result.evidence, step.finding.get("advice", "")))
         if step.on_fail == "stop":
@@ -479,11 +493,11 @@ class Transaction:
         else:
             self.outcome.status = "failed"
         self.step("rollback", report.state or "unknown", "")
-        if report.state in ("rolled_back", "conflict") and self.run.playbook.after_rollback:
+        if report.state in ("rolled_back", "conflict") and self.records and self.run.playbook.after_rollback:
             try:
                 self.run_steps(self.run.playbook.after_rollback, after_rollback=True)
             except (StepFailed, TransportError) as exc:
-                self.outcome.findings.append(Finding("after-rollback-check-failed", Severity.ERROR, str(exc)))
+                self.add_finding(Finding("after-rollback-check-failed", Severity.ERROR, str(exc)))
                 if self.outcome.status != "conflict":
                     self.outcome.status = "failed"
 
@@ -505,7 +519,7 @@ class Transaction:
         self.log({"event": "rollback", "reason": reason, "state": report.state})
         for outcome, message in report.steps.values():
             if outcome == "conflict":
-                self.outcome.findings.append(Finding("rollback-conflict", Severity.ERROR, message, (),
+                self.add_finding(Finding("rollback-conflict", Severity.ERROR, message, (),
                                                      "someone changed this since opskit did; nothing was overwritten — decide by hand"))
 
 

@@ -140,5 +140,7 @@ def register(cls):
 def load_builtin_steps() -> None:
     """Import the modules whose classes register themselves."""
     import opskit.changes.files  # noqa: F401
+    import opskit.changes.wordpress  # noqa: F401
     import opskit.checks.basic  # noqa: F401
     import opskit.probes.system  # noqa: F401
+    import opskit.probes.wordpress  # noqa: F401

@@ -273,12 +273,12 @@ class Session:
             raise RemoteCommandError(f"{self.host.name}: permission denied: {path}") from None
         except FileNotFoundError:
             raise
-        except IOError as exc:
-            if isinstance(exc, OSError) and exc.errno is None and "No space" in str(exc):
-                raise RemoteCommandError(f"{self.host.name}: no space left writing {path}") from None
-            if getattr(exc, "errno", None) is not None:
+        except OSError as exc:
+            if exc.errno is not None:
                 raise RemoteCommandError(f"{self.host.name}: {exc.strerror or exc} ({path})") from None
-            raise RemoteCommandError(f"{self.host.name}: SFTP error on {path}: {exc}") from None
+            # sftp-server reports ENOSPC / EDQUOT as a generic SSH_FX_FAILURE ("Failure")
+            raise RemoteCommandError(f"{self.host.name}: SFTP refused the operation on {path} "
+                                     f"({exc}; the disk may be full or over quota)") from None
         except (paramiko.SSHException, EOFError) as exc:
             raise UnreachableError(f"{self.host.name}: the SSH connection was lost ({exc})") from None
 
