@@ -163,6 +163,15 @@ echo "OPSKIT-ARMED $mech $(cat "$TX/deadline")"
 """
 
 
+def release_script(run_id: str) -> str:
+    """Give up a transaction that never changed anything: drop its folder and our lock."""
+    run = token(run_id)
+    # Only called right after our hello acquired the lock, so the lock is ours even when a
+    # full disk left its files empty.
+    return (f'TX="$HOME/.opskit/tx/{run}"; case $(cat "$TX/state" 2>/dev/null) in open|"") rm -rf "$TX" ;; esac; '
+            f'case $(cat "$HOME/.opskit/lock/run" 2>/dev/null) in {run}|"") rm -rf "$HOME/.opskit/lock" ;; esac; true')
+
+
 def run_guard(run_id: str, mode: str, wait: float = 60.0) -> str:
     """Run the guard in `mode`; while another undo of the same run is under way
     (the guard woke at the deadline just as we asked), wait for it, then report."""

@@ -259,7 +259,13 @@ class Transaction:
                                   f"`opskit confirm {holder}` or `opskit rollback {holder}` ends it")
             self.locked = True
             self.log({"event": "begin", "home": self.session.home})
-            self.write_guard()
+            try:
+                self.write_guard()
+            except OpskitError:
+                # e.g. the disk is full: nothing changed yet, so give the lock back at once
+                self.session.exec(guard.release_script(self.run.run_id))
+                self.locked = False
+                raise
         self.step("connect", "ok", f"{self.session.connect_seconds or 0:.2f}s")
 
     def check_interrupt(self) -> None:

@@ -78,7 +78,9 @@ def list_runs(journal: Journal, show_all: bool = False) -> list[dict]:
             state = host_state(journal.events(run_id, host))
             if state["state"] == "held" and state["deadline"] and state["deadline"] < now:
                 state["state"] = "expired"   # the guard should have undone it; `opskit rollback` verifies
-            if not show_all and state["state"] not in ("held", "running", "expired"):
+            # a run that died before changing anything has nothing to hold
+            idle = state["state"] == "running" and not state["changes"]
+            if not show_all and (idle or state["state"] not in ("held", "running", "expired")):
                 continue
             rows.append({"run_id": run_id, "playbook": meta["playbook"], "host": host, **state})
     return rows

@@ -408,3 +408,27 @@ def test_lost_connection_during_hold_still_rolls_back(hosts, tmp_path):
     entry = json.loads(out)["hosts"]["h4"]
     assert entry["status"] == "rolled_back", (entry, err)
     assert_original(h4)
+
+
+def test_disk_full_on_host_fails_before_any_change(hosts, tmp_path, opskit):
+    """A full disk (or quota) where opskit writes its journal: the write-ahead fails first,
+    so the host fails with a clear message and nothing is changed or left locked."""
+    inv = rename_inventory(hosts, tmp_path)
+    h1 = hosts.host("h1")
+    opskit_dir = h1.home / ".opskit"
+    opskit_dir.mkdir()
+    uid, gid = opskit_dir.parent.stat().st_uid, opskit_dir.parent.stat().st_gid
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=4k,uid={uid},gid={gid},mode=700", "tmpfs", str(opskit_dir)],
+                           capture_output=True, text=True)
+    assert mount.returncode == 0, f"cannot mount a tiny tmpfs to fill the disk: {mount.stderr}"
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={opskit_dir}/filler", "bs=1k", "count=8"], capture_output=True)
+        result = opskit(*run_args(inv, "--host", "h1", "--json"))
+        assert result.returncode == 1
+        entry = result.json["hosts"]["h1"]
+        assert entry["status"] == "failed"
+        assert "disk may be full" in entry["error"] or "No space" in entry["error"], entry["error"]
+        assert_original(h1)
+        assert not (opskit_dir / "lock").exists()
+    finally:
+        subprocess.run(["umount", str(opskit_dir)], check=True)
