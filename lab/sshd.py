@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -25,9 +26,25 @@ SFTP_SERVER = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/sf
 
 
 def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
+    """A TCP port free on `address`, below the kernel's ephemeral range: a port from
+    bind(0) can be taken by an outgoing connection's source port before the server
+    binds it (seen: nginx failing with 'Address already in use')."""
+    low = 20000
+    try:
+        low_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low_ephemeral = 32768
+    high = max(low + 1000, low_ephemeral)
+    for _ in range(200):
+        port = random.randrange(low, high)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((address, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on {address} in {low}-{high}")
 
 
 def wait_for_port(address: str, port: int, timeout: float = 10.0, log: Path | None = None) -> None:

@@ -85,10 +85,10 @@ class LabError(RuntimeError):
 
 
 def free_port(address: str) -> int:
-    """A TCP port that is free on ``address`` right now (bind to port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
+    """A TCP port free on ``address``, outside the ephemeral range (see lab.sshd.free_port)."""
+    from lab.sshd import free_port as _free_port
+
+    return _free_port(address)
 
 
 def make_lab_dir(prefix: str = "opskit-lab-", *, prefer_shm: bool = True) -> Path:

@@ -478,17 +478,24 @@ class Transaction:
             self.outcome.status = status if reason != "hold_ended" else "ok"
             return
         self.step("rollback", "running", reason)
-        try:
-            if not self.session_alive():
-                self.session.close()
-                self.session.open()
-            report = self.guard_call("now")
-        except TransportError as exc:
-            # The guard on the host still undoes everything at the deadline.
-            self.outcome.status = "failed"
-            self.outcome.rollback = {"reason": reason, "state": "pending", "by": "guard",
-                                     "detail": f"could not reach the host to roll back ({exc}); the guard undoes it by the deadline"}
-            return
+        report = None
+        for attempt in (1, 2):
+            try:
+                # A connection can look alive until paramiko notices it was cut: on a
+                # transport error, reconnect once and ask again.
+                if attempt == 2 or not self.session_alive():
+                    self.session.close()
+                    self.session.open()
+                report = self.guard_call("now")
+                break
+            except TransportError as exc:
+                if attempt == 2:
+                    # The guard on the host still undoes everything at the deadline.
+                    self.outcome.status = "failed"
+                    self.outcome.rollback = {"reason": reason, "state": "pending", "by": "guard",
+                                             "detail": f"could not reach the host to roll back ({exc}); "
+                                                       "the guard undoes it by the deadline"}
+                    return
         self.apply_undo_report(report, reason)
         if report.state == "conflict":
             self.outcome.status = "conflict"

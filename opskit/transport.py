@@ -90,10 +90,6 @@ def _transport_factory(sock, **kwargs) -> paramiko.Transport:
     return transport
 
 
-def _host_key_name(hostname: str, port: int) -> str:
-    return hostname if port == 22 else f"[{hostname}]:{port}"
-
-
 class Session:
     """One SSH connection to one host, reused for every exec and SFTP call of a run."""
 
@@ -137,14 +133,16 @@ class Session:
         started = time.monotonic()
         conn = self._connection()
         known_hosts = Path(os.path.expanduser(self.host.known_hosts))
-        client = conn.client
-        client.get_host_keys().clear()
-        if known_hosts.exists():
-            try:
-                client.load_host_keys(str(known_hosts))
-            except (OSError, paramiko.SSHException) as exc:
-                raise HostKeyError(f"cannot read known_hosts {known_hosts}: {exc}") from None
-        client.set_missing_host_key_policy(_AcceptNew(known_hosts) if self.accept_new_host_keys else _RefuseUnknown())
+        # Fabric builds ProxyJump hops as Connections of its own, which accept any host
+        # key: every hop gets the same known_hosts and policy as the target.
+        hop = conn
+        while isinstance(hop, Connection):
+            self._verify_host_keys(hop, known_hosts)
+            if hop is not conn:
+                hop.connect_kwargs.setdefault("transport_factory", _transport_factory)
+                if self.host.identity_file and not hop.connect_kwargs.get("key_filename"):
+                    hop.connect_kwargs["key_filename"] = [os.path.expanduser(self.host.identity_file)]
+            hop = hop.gateway
         where = f"{conn.host}:{conn.port}"
         with self._errors(where, conn, known_hosts):
             if not conn.gateway:
@@ -156,21 +154,34 @@ class Session:
         self.connect_seconds = time.monotonic() - started
         return self
 
+    def _verify_host_keys(self, conn: Connection, known_hosts: Path) -> None:
+        client = conn.client
+        client.get_host_keys().clear()
+        if known_hosts.exists():
+            try:
+                client.load_host_keys(str(known_hosts))
+            except (OSError, paramiko.SSHException) as exc:
+                raise HostKeyError(f"cannot read known_hosts {known_hosts}: {exc}") from None
+        client.set_missing_host_key_policy(_AcceptNew(known_hosts) if self.accept_new_host_keys else _RefuseUnknown())
+
     @contextmanager
     def _errors(self, where: str, conn: Connection, known_hosts: Path) -> Iterator[None]:
-        name = _host_key_name(conn.host, conn.port)
         try:
             yield
         except _UnknownHostKey as exc:
+            hop = exc.hostname.replace("[", "").replace("]", "")   # the target or a ProxyJump hop
+            hop = hop if ":" in hop else f"{hop}:22"
             raise HostKeyError(
-                f"unknown host key for {where} ({exc.key.get_name()} {exc.key.fingerprint}); refusing to connect. "
+                f"unknown host key for {hop} ({exc.key.get_name()} {exc.key.fingerprint}); refusing to connect. "
                 f"Check the fingerprint, then run again with --accept-new-host-keys to record it in {known_hosts}"
             ) from None
         except paramiko.BadHostKeyException as exc:
+            hop = exc.hostname.replace("[", "").replace("]", "")
+            hop = hop if ":" in hop else f"{hop}:22"
             raise HostKeyError(
-                f"HOST KEY CHANGED for {where}: known_hosts has {exc.expected_key.get_name()} "
+                f"HOST KEY CHANGED for {hop}: known_hosts has {exc.expected_key.get_name()} "
                 f"{exc.expected_key.fingerprint}, the server offered {exc.key.fingerprint}. Refusing to connect "
-                f"(possible man-in-the-middle). If the change is expected: ssh-keygen -f {known_hosts} -R '{name}'"
+                f"(possible man-in-the-middle). If the change is expected: ssh-keygen -f {known_hosts} -R '{exc.hostname}'"
             ) from None
         except paramiko.AuthenticationException as exc:
             raise AuthError(f"authentication failed for {conn.user}@{where}: {exc}") from None

@@ -432,3 +432,39 @@ def test_disk_full_on_host_fails_before_any_change(hosts, tmp_path, opskit):
         assert not (opskit_dir / "lock").exists()
     finally:
         subprocess.run(["umount", str(opskit_dir)], check=True)
+
+
+def _ssh_config(lab, path: Path, proxy_jump: bool) -> Path:
+    h1, h2 = lab.host("h1"), lab.host("h2")
+    text = (f"Host site-behind\n  HostName {h2.address}\n  Port {h2.port}\n  User {h2.user}\n  IdentityFile {lab.client_key}\n")
+    if proxy_jump:
+        text += "  ProxyJump jumpbox\n"
+        text += f"Host jumpbox\n  HostName {h1.address}\n  Port {h1.port}\n  User {h1.user}\n  IdentityFile {lab.client_key}\n"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("proxy_jump", [False, True], ids=["alias", "alias+ProxyJump"])
+def test_ssh_alias_from_ssh_config(hosts, tmp_path, opskit, proxy_jump):
+    config = _ssh_config(hosts, tmp_path / "ssh_config", proxy_jump)
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(
+        "defaults:\n"
+        f"  known_hosts: {hosts.known_hosts}\n  ssh_config: {config}\n  use_agent: false\n"
+        "hosts:\n  behind:\n    ssh_alias: site-behind\n"
+    )
+    result = opskit("-i", str(inv), "run", "facts", "--host", "behind", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    facts = result.json["hosts"]["behind"]["steps"][0]["value"]
+    assert facts["system"]["user"] == hosts.host("h2").user
+    if proxy_jump:
+        # the jump host's key is checked too: without it the connection is refused
+        h1 = hosts.host("h1")
+        partial = tmp_path / "known_hosts_no_jump"
+        partial.write_text("".join(line + "\n" for line in hosts.known_hosts.read_text().splitlines()
+                                   if not line.startswith(f"[{h1.address}]:{h1.port} ")))
+        inv.write_text(inv.read_text().replace(str(hosts.known_hosts), str(partial)))
+        refused = opskit("-i", str(inv), "run", "facts", "--host", "behind", "--json")
+        entry = refused.json["hosts"]["behind"]
+        assert entry["status"] == "unreachable"
+        assert f"unknown host key for {h1.address}:{h1.port}" in entry["error"]
