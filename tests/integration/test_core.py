@@ -468,3 +468,52 @@ def test_ssh_alias_from_ssh_config(hosts, tmp_path, opskit, proxy_jump):
         entry = refused.json["hosts"]["behind"]
         assert entry["status"] == "unreachable"
         assert f"unknown host key for {h1.address}:{h1.port}" in entry["error"]
+
+
+def test_key_passphrase_from_env_never_leaks(hosts, tmp_path, opskit):
+    secret = "s3cret-Passphrase-$(touch PWNED)"
+    key = tmp_path / "id_protected"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", secret, "-f", str(key)], check=True)
+    h1 = hosts.host("h1")
+    authorized = h1.base_dir / "authorized_keys" / h1.user
+    original = authorized.read_text()
+    authorized.write_text(original + key.with_suffix(".pub").read_text())
+    try:
+        inv = rename_inventory(hosts, tmp_path)
+        text = inv.read_text().replace(str(hosts.client_key), str(key))
+        inv.write_text(text + "\n")
+        import yaml
+        data = yaml.safe_load(text)
+        data["defaults"]["passphrase_env"] = "OPSKIT_TEST_PASSPHRASE"
+        inv.write_text(yaml.safe_dump(data))
+        missing = opskit(*run_args(inv, "--host", "h1", "--json"), env={"OPSKIT_TEST_PASSPHRASE": ""})
+        result = opskit(*run_args(inv, "--host", "h1", "--hold", "1s", "--json"), env={"OPSKIT_TEST_PASSPHRASE": secret})
+        assert result.returncode == 0, result.stderr
+        assert result.json["hosts"]["h1"]["status"] == "rolled_back"
+        everything = result.stdout + result.stderr + missing.stdout + missing.stderr
+        for file in (tmp_path / "state").rglob("*"):
+            if file.is_file():
+                everything += file.read_text(errors="replace")
+        for file in (h1.home / ".opskit").rglob("*"):
+            if file.is_file():
+                everything += file.read_text(errors="replace")
+        assert secret not in everything
+        assert "s3cret" not in everything
+        assert not list(tmp_path.rglob("PWNED"))
+    finally:
+        authorized.write_text(original)
+
+
+def test_files_left_on_host_are_private(hosts, tmp_path, opskit):
+    inv = rename_inventory(hosts, tmp_path)
+    result = opskit(*run_args(inv, "--host", "h2", "--hold", "1m", "--detach", "--json"))
+    assert result.returncode == 0, result.stderr
+    h2 = hosts.host("h2")
+    paths = [h2.home / ".opskit", *(h2.home / ".opskit").rglob("*")]
+    assert len(paths) > 8
+    for path in paths:
+        mode = path.stat().st_mode & 0o777
+        assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+        assert path.stat().st_uid == h2.home.stat().st_uid
+    assert opskit("rollback", result.json["run_id"]).returncode == 0
+    assert_original(h2)
