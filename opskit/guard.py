@@ -53,7 +53,8 @@ set_state() { printf '%s\n' "$1" > "$TX/state.tmp" && mv -f "$TX/state.tmp" "$TX
 disarm() {
   if [ -f "$TX/guard.pid" ]; then
     pid=$(cat "$TX/guard.pid")
-    [ "$pid" != "$$" ] && kill "$pid" 2>/dev/null
+    # the guard leads its own process group (setsid): end its sleep too
+    [ "$pid" != "$$" ] && { kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null; }
     rm -f "$TX/guard.pid"
   fi
   if command -v crontab >/dev/null 2>&1 && crontab -l 2>/dev/null | grep -qF "opskit-guard $RUN"; then
@@ -146,13 +147,15 @@ st=$(cat "$TX/state" 2>/dev/null)
 case $st in open|armed) ;; *) echo "OPSKIT-ARMED refused $st"; exit 3 ;; esac
 echo $(( $(date +%s) + {int(seconds)} )) > "$TX/deadline"
 printf 'armed\\n' > "$TX/state.tmp" && mv -f "$TX/state.tmp" "$TX/state"
-[ -f "$TX/guard.pid" ] && kill "$(cat "$TX/guard.pid")" 2>/dev/null
+old=$(cat "$TX/guard.pid" 2>/dev/null)
 if command -v setsid >/dev/null 2>&1; then
   nohup setsid sh "$TX/guard.sh" wait >>"$TX/guard.log" 2>&1 </dev/null &
 else
   nohup sh "$TX/guard.sh" wait >>"$TX/guard.log" 2>&1 </dev/null &
 fi
 echo $! > "$TX/guard.pid"
+# the new guard runs before the old one goes, so a cut connection never leaves none
+[ -n "$old" ] && {{ kill -- "-$old" 2>/dev/null || kill "$old" 2>/dev/null; }}
 mech=detached
 if command -v crontab >/dev/null 2>&1; then
   line='* * * * * sh "$HOME/.opskit/tx/{run}/guard.sh" cron >>"$HOME/.opskit/tx/{run}/guard.log" 2>&1 # opskit-guard {run}'

@@ -30,7 +30,10 @@ from opskit.playbook import Playbook, Step, params_for
 from opskit.steps import CHANGES, CHECKS, PROBES, Context, Verdict
 from opskit.transport import Session
 
-STEPS_MARGIN = 600   # seconds the guard allows for the steps after the first change, before the hold starts
+# Seconds the guard allows for the steps after the first change, before the hold starts. If
+# they take longer the guard undoes mid-run; later changes check the transaction is still
+# armed first and the run fails cleanly, so this only has to cover normal verification.
+STEPS_MARGIN = 120
 STATUSES = ("ok", "changed", "held", "kept", "rolled_back", "failed", "unreachable", "conflict")
 
 
