@@ -261,13 +261,23 @@ def _settle(run_id: str, hosts: tuple[str, ...], mode: str, as_json: bool, accep
     from opskit.settle import settle
 
     results = settle(Journal.default(), run_id, hosts, mode, accept_new)
+    def verified(r) -> dict | None:
+        if r.verified is None:
+            return None
+        return {"status": r.verified.status, "steps": r.verified.steps,
+                "findings": [f.to_json() for f in r.verified.findings]}
+
     if as_json:
-        click.echo(json.dumps({"run_id": run_id, "hosts": {r.host: {"state": r.state, "detail": r.detail, "steps": r.steps} for r in results}}, indent=2))
+        click.echo(json.dumps({"run_id": run_id, "hosts": {
+            r.host: {"state": r.state, "detail": r.detail, "steps": r.steps, "verified": verified(r)} for r in results}}, indent=2))
     else:
         for r in results:
             click.echo(f"{r.host}: {r.state}" + (f" — {r.detail}" if r.detail else ""))
+            for step in (r.verified.steps if r.verified else []):
+                click.echo(f"  {step['step']}: {step['status']}" + (f" — {step['detail']}" if step.get("detail") else ""))
     good = {"keep": ("kept",), "now": ("rolled_back",)}[mode] + ("done",)
-    return ExitCode.OK if all(r.state in good for r in results) else ExitCode.HOST_FAILED
+    checks_ok = all(r.verified is None or r.verified.status != "failed" for r in results)
+    return ExitCode.OK if checks_ok and all(r.state in good for r in results) else ExitCode.HOST_FAILED
 
 
 @cli.command("confirm")

@@ -164,8 +164,12 @@ def print_details(console, outcomes: dict[str, HostOutcome], check_mode: bool, s
         for step in o.steps:
             if step.get("kind") == "check" and step["status"] == "passed":
                 lines.append(Text(f"  check {step['step']}: passed — {step['detail']}"))
-            elif show_facts and step.get("kind") == "probe" and step.get("value") is not None:
-                lines.append(Text(f"  {step['step']}: " + _compact(step["value"]), style="dim"))
+            elif show_facts and step.get("kind") == "probe" and isinstance(step.get("value"), dict):
+                value = step["value"]
+                if all(isinstance(v, dict) for v in value.values()):   # several probes in one step
+                    lines += [Text(f"  {name}: " + _compact(v)) for name, v in value.items()]
+                else:
+                    lines.append(Text(f"  {step['step']}: " + _compact(value)))
         if lines:
             console.print(Text(name, style="bold"))
             for line in lines:

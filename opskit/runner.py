@@ -172,11 +172,11 @@ class Run:
 class Transaction:
     """One host's part of a run."""
 
-    def __init__(self, run: Run, host: Host):
+    def __init__(self, run: Run, host: Host, session: Session | None = None):
         self.run = run
         self.host = host
         self.outcome = HostOutcome(host.name)
-        self.session = Session(host, run.options.accept_new_host_keys)
+        self.session = session or Session(host, run.options.accept_new_host_keys)
         self.ctx = Context(host, self.session, run.run_id, run.options.check_mode)
         self.undo_bodies: list[str] = []
         self.records: list[dict] = []
@@ -304,6 +304,13 @@ class Transaction:
                 if self.outcome.steps and self.outcome.steps[-1]["step"] == step.label:
                     self.outcome.steps[-1]["seconds"] = round(time.monotonic() - started, 3)
 
+    def remember(self, step: Step, value: Any) -> None:
+        """A step's value, for later steps' {{ steps.ID }} and — journalled — for the
+        checks `opskit rollback` runs after an undo from another process."""
+        if step.id:
+            self.ctx.results[step.id] = value
+            self.log({"event": "result", "id": step.id, "value": value})
+
     def record_step(self, step: Step, status: str, detail: str = "", value: Any = None) -> None:
         entry = {"step": step.label, "id": step.id, "kind": step.kind, "status": status, "detail": detail, "at": round(time.time(), 3)}
         if value is not None:
@@ -337,15 +344,14 @@ class Transaction:
             for finding in probe.findings(values[name], prm):
                 self.add_finding(finding)
         value = values[step.names[0]] if len(step.names) == 1 else values
-        if step.id:
-            self.ctx.results[step.id] = value
+        self.remember(step, value)
         self.record_step(step, "ok", "", value)
 
     def do_change(self, step: Step, params: dict) -> None:
         change = CHANGES[step.names[0]]()
         plan = change.plan(self.params_for(step, change.Params, params), self.ctx)
-        if step.id:
-            self.ctx.results[step.id] = {"changed": plan.noop is None and plan.blocked is None, "noop": plan.noop, **plan.record}
+        self.remember(step, {"changed": plan.noop is None and plan.blocked is None, "noop": plan.noop,
+                             **{k: v for k, v in plan.record.items() if k != "content"}})
         if plan.blocked:
             self.outcome.changes.append(ChangeRecord(None, change.name, plan.summary, state="blocked", detail=plan.blocked))
             raise StepFailed(f"{step.label}: {plan.blocked}")
@@ -413,8 +419,7 @@ class Transaction:
         except OpskitError as exc:
             raise StepFailed(f"{step.label}: {exc}") from None
         value = {"verdict": result.verdict.value, "summary": result.summary, "observed": result.observed}
-        if step.id:
-            self.ctx.results[step.id] = value
+        self.remember(step, value)
         self.record_step(step, result.verdict.value, result.summary, value)
         if result.ok:
             return
@@ -516,6 +521,18 @@ class Transaction:
                 self.add_finding(Finding("after-rollback-check-failed", Severity.ERROR, str(exc)))
                 if self.outcome.status != "conflict":
                     self.outcome.status = "failed"
+
+    def verify_after_rollback(self, results: dict[str, Any]) -> None:
+        """Run the playbook's after_rollback steps on an open session (for `opskit rollback`)."""
+        hello = guard.parse_hello(self.session.exec(guard.hello_script(None, None, read_only=True)).stdout)
+        if hello.home:
+            self.session._home = hello.home
+        self.ctx.results.update(results)
+        try:
+            self.run_steps(self.run.playbook.after_rollback, after_rollback=True)
+        except (StepFailed, TransportError) as exc:
+            self.add_finding(Finding("after-rollback-check-failed", Severity.ERROR, str(exc)))
+            self.outcome.status = "failed"
 
     def session_alive(self) -> bool:
         try:

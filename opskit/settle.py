@@ -13,9 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from opskit import guard
-from opskit.errors import InputError, TransportError
+from opskit.errors import InputError, OpskitError, TransportError
 from opskit.inventory import Host
 from opskit.journal import Journal, host_state
+from opskit.playbook import Playbook
+from opskit.playbook import load as load_playbook
+from opskit.runner import HostOutcome, Run, RunOptions, Transaction
 from opskit.transport import Session
 
 
@@ -25,6 +28,7 @@ class SettleResult:
     state: str          # kept | rolled_back | conflict | failed | unreachable | missing | done
     detail: str = ""
     steps: dict | None = None
+    verified: HostOutcome | None = None   # the playbook's after_rollback checks, when it has them
 
 
 def select_hosts(meta: dict, patterns: tuple[str, ...]) -> list[Host]:
@@ -43,10 +47,16 @@ def settle(journal: Journal, run_id: str, patterns: tuple[str, ...], mode: str, 
     hosts = select_hosts(meta, patterns)
     by = "confirm" if mode == "keep" else "rollback"
 
+    playbook = _playbook(meta) if mode == "now" else None
+
     def one(host: Host) -> SettleResult:
+        verified = None
         try:
             with Session(host, accept_new) as session:
                 result = session.exec(guard.run_guard(run_id, mode))
+                state = guard.parse_output(result.stdout).state
+                if playbook and playbook.after_rollback and state in ("rolled_back", "conflict"):
+                    verified = verify(journal, run_id, playbook, host, session)
         except TransportError as exc:
             return SettleResult(host.name, "unreachable", str(exc))
         report = guard.parse_output(result.stdout)
@@ -62,10 +72,27 @@ def settle(journal: Journal, run_id: str, patterns: tuple[str, ...], mode: str, 
             status = {"done": "ok"}.get(state, state)
             journal.append(run_id, host.name, {"event": "end", "status": status, "by": by,
                                                "rollback": {"reason": by, "state": state, "by": by, "steps": steps}})
-        return SettleResult(host.name, state, detail, steps)
+        return SettleResult(host.name, state, detail, steps, verified)
 
     with ThreadPoolExecutor(max_workers=min(20, max(1, len(hosts)))) as pool:
         return list(pool.map(one, hosts))
+
+
+def _playbook(meta: dict) -> Playbook | None:
+    """The run's playbook, if its file still loads (it is only needed for after_rollback checks)."""
+    try:
+        return load_playbook(meta["playbook_file"])
+    except (OpskitError, KeyError):
+        return None
+
+
+def verify(journal: Journal, run_id: str, playbook: Playbook, host: Host, session: Session) -> HostOutcome:
+    """Run the playbook's after_rollback steps with the step values the run journalled."""
+    results = {e["id"]: e["value"] for e in journal.events(run_id, host.name) if e.get("event") == "result"}
+    run = Run(run_id, playbook, [host], RunOptions(), journal)
+    transaction = Transaction(run, host, session)
+    transaction.verify_after_rollback(results)
+    return transaction.outcome
 
 
 def list_runs(journal: Journal, show_all: bool = False) -> list[dict]:

@@ -205,9 +205,14 @@ def test_confirm_keeps_it_off_rollback_restores_and_lock_refuses(wp):
     wp.assert_disabled()
     # rollback restores early (after WordPress dropped the plugin)
     wp.site.open_plugins_admin_page()
-    rollback = run_cli("rollback", run_id)
+    rollback = run_cli("rollback", run_id, "--json")
     assert rollback.returncode == 0, rollback.stdout + rollback.stderr
-    assert "re-activated" in rollback.stdout
+    entry = rollback.json["hosts"]["site1"]
+    assert "re-activated" in entry["detail"]
+    # the playbook's after-rollback checks ran from this new process too
+    checks = {s["id"]: s for s in entry["verified"]["steps"]}
+    assert checks["origin_restored"]["status"] == "passed"
+    assert checks["origin_restored"]["value"]["observed"]["cdn_urls"] == 5
     wp.assert_restored()
     # confirm keeps it off: folder stays renamed, guard disarmed, lock released
     third = wp.run("--hold", "10m", "--detach", "--json")
