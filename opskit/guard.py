@@ -42,12 +42,15 @@ conflicts=0
 failures=0
 _step=""
 _outcome=""
-say() { echo "OPSKIT-UNDO $_step $1 $2" | tee -a "$TX/result"; _outcome=$1; }
+# printf, not echo (dash's echo mangles backslashes); newlines in a message (a path) are
+# folded so a message can never forge a line of its own.
+say() { printf 'OPSKIT-UNDO %s %s %s\n' "$_step" "$1" "$(printf '%s' "$2" | tr '\n' ' ')" | tee -a "$TX/result"; _outcome=$1; }
 undone() { say undone "$*"; }
 not_applied() { say not_applied "$*"; }
 conflict() { say conflict "$*"; conflicts=$((conflicts + 1)); }
 failed() { say failed "$*"; failures=$((failures + 1)); }
-digest() { sha256sum "$1" 2>/dev/null | cut -d ' ' -f 1; }
+# through stdin: GNU sha256sum escapes odd file names and prefixes the hash with '\'
+digest() { [ -f "$1" ] && sha256sum < "$1" 2>/dev/null | cut -d ' ' -f 1; }
 state() { cat "$TX/state" 2>/dev/null || echo missing; }
 set_state() { printf '%s\n' "$1" > "$TX/state.tmp" && mv -f "$TX/state.tmp" "$TX/state"; }
 disarm() {
@@ -148,6 +151,14 @@ case $st in open|armed) ;; *) echo "OPSKIT-ARMED refused $st"; exit 3 ;; esac
 echo $(( $(date +%s) + {int(seconds)} )) > "$TX/deadline"
 printf 'armed\\n' > "$TX/state.tmp" && mv -f "$TX/state.tmp" "$TX/state"
 old=$(cat "$TX/guard.pid" 2>/dev/null)
+mech=detached
+# the crontab line goes in before the detached guard starts: a guard that fires at once
+# (a short hold) must find it there to remove it
+if command -v crontab >/dev/null 2>&1; then
+  line='* * * * * sh "$HOME/.opskit/tx/{run}/guard.sh" cron >>"$HOME/.opskit/tx/{run}/guard.log" 2>&1 # opskit-guard {run}'
+  if {{ crontab -l 2>/dev/null | grep -vF 'opskit-guard {run}'; echo "$line"; }} | crontab - 2>/dev/null; then mech="detached+crontab"; fi
+fi
+echo "$mech" > "$TX/mechanism"
 if command -v setsid >/dev/null 2>&1; then
   nohup setsid sh "$TX/guard.sh" wait >>"$TX/guard.log" 2>&1 </dev/null &
 else
@@ -156,12 +167,6 @@ fi
 echo $! > "$TX/guard.pid"
 # the new guard runs before the old one goes, so a cut connection never leaves none
 [ -n "$old" ] && {{ kill -- "-$old" 2>/dev/null || kill "$old" 2>/dev/null; }}
-mech=detached
-if command -v crontab >/dev/null 2>&1; then
-  line='* * * * * sh "$HOME/.opskit/tx/{run}/guard.sh" cron >>"$HOME/.opskit/tx/{run}/guard.log" 2>&1 # opskit-guard {run}'
-  if {{ crontab -l 2>/dev/null | grep -vF 'opskit-guard {run}'; echo "$line"; }} | crontab - 2>/dev/null; then mech="$mech+crontab"; fi
-fi
-echo "$mech" > "$TX/mechanism"
 echo "OPSKIT-ARMED $mech $(cat "$TX/deadline")"
 """
 
@@ -250,12 +255,15 @@ def hello_script(run_id: str | None, lock_seconds: int | None, read_only: bool =
             '  exp=$(cat "$LOCK/expires" 2>/dev/null || echo 0); hdl=$(cat "$HOME/.opskit/tx/$holder/deadline" 2>/dev/null || echo 0)',
             '  case $hst in',
             # A finished transaction, or a lock whose run never armed and whose lease ran out, is stale.
-            '    kept|rolled_back|conflict|failed|done|missing) stale=1 ;;',
+            # 'failed' is not stale: its guard stays scheduled to retry the undo.
+            '    kept|rolled_back|conflict|done|missing) stale=1 ;;',
             '    open) [ "$now" -ge "$exp" ] && stale=1 || stale=0 ;;',
             '    *) stale=0 ;;',
             '  esac',
             '  if [ "$stale" = 1 ] && [ -n "$holder" ]; then rm -rf "$LOCK"; take || echo "OPSKIT-LOCK held $holder $hst $hdl"; ',
-            '  elif [ -z "$holder" ] && [ "$now" -ge "$exp" ]; then rm -rf "$LOCK"; take || echo "OPSKIT-LOCK held unknown missing 0"; ',
+            # no run file yet: another hello may be between its mkdir and writing it;
+            # only a lock left like that for over a minute is stale
+            '  elif [ -z "$holder" ] && [ -n "$(find "$LOCK" -maxdepth 0 -mmin +1 2>/dev/null)" ]; then rm -rf "$LOCK"; take || echo "OPSKIT-LOCK held unknown missing 0"; ',
             '  else echo "OPSKIT-LOCK held ${holder:-unknown} $hst $hdl"; fi',
             'fi',
         ]

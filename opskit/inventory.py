@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from opskit import yamlsrc
 from opskit.errors import InventoryError, InputError
@@ -32,14 +34,21 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
 
 
+def check_ip(value: str) -> str:
+    """An IP address; an IPv6 zone (fe80::1%eth0) must be a plain interface name."""
+    ipaddress.ip_address(value)
+    if "%" in value and not re.fullmatch(r"[A-Za-z0-9_.-]+", value.split("%", 1)[1]):
+        raise ValueError(f"not a valid IPv6 zone in {value!r}")
+    return value
+
+
 def check_address(value: str) -> str:
     """An IP address or a DNS host name; anything else (spaces, shell text) is refused."""
     try:
-        ipaddress.ip_address(value)
-        return value
+        return check_ip(value)
     except ValueError:
         pass
-    if not HOSTNAME_RE.match(value):
+    if not HOSTNAME_RE.fullmatch(value):
         raise ValueError(f"not an IP address or host name: {value!r}")
     return value
 
@@ -61,7 +70,7 @@ def parse_endpoint(value: str, default_port: int) -> tuple[str, int]:
         host, port_text = text.split(":")
         port = _port(port_text, value)
     try:
-        ipaddress.ip_address(host)
+        check_ip(host)
     except ValueError:
         raise ValueError(f"not an IP address (ip or ip:port): {value!r}") from None
     return host, port
@@ -71,6 +80,10 @@ def _port(text: str, whole: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise ValueError(f"bad port in {whole!r} (1-65535)")
     return int(text)
+
+
+IpText = Annotated[str, AfterValidator(check_ip)]
+Endpoint53 = Annotated[str, AfterValidator(lambda v: (parse_endpoint(v, 53), v)[1])]
 
 
 class _Strict(BaseModel):
@@ -85,8 +98,8 @@ class WordPressSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError("must start with http:// or https:// and name a host")
+        if v is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
+            raise ValueError("must be http:// or https://, a host name and an optional path, without spaces")
         return v
 
     @field_validator("resolve")
@@ -105,24 +118,12 @@ class CdnSettings(_Strict):
 
 class DnsSettings(_Strict):
     domain: str | None = None
-    expect: list[str] = []           # addresses the domain should resolve to after a move
-    old: list[str] = []              # addresses of the previous host
-    resolvers: list[str] = []        # caching resolvers to ask: ip or ip:port
-    nameservers: list[str] = []      # authoritative servers: ip or ip:port
+    expect: list[IpText] = []        # addresses the domain should resolve to after a move
+    old: list[IpText] = []           # addresses of the previous host
+    resolvers: list[Endpoint53] = []     # caching resolvers to ask: ip or ip:port
+    nameservers: list[Endpoint53] = []   # authoritative servers: ip or ip:port
 
-    @field_validator("expect", "old")
-    @classmethod
-    def _ips(cls, values: list[str]) -> list[str]:
-        for v in values:
-            ipaddress.ip_address(v)
-        return values
-
-    @field_validator("resolvers", "nameservers")
-    @classmethod
-    def _endpoints(cls, values: list[str]) -> list[str]:
-        for v in values:
-            parse_endpoint(v, 53)
-        return values
+    # Annotated items (below) make pydantic report the index of the bad entry.
 
 
 class Host(_Strict):
@@ -156,21 +157,21 @@ class Host(_Strict):
     @field_validator("user", "ssh_alias")
     @classmethod
     def _plain(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$", v):
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.@-]*", v):
             raise ValueError(f"not a valid name: {v!r}")
         return v
 
     @field_validator("password_env", "passphrase_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", v):
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
             raise ValueError("must be the NAME of an environment variable, not the secret itself")
         return v
 
     @field_validator("origin")
     @classmethod
     def _origin(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^\s/]+(/.*)?$", v):
+        if v is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
             raise ValueError("must look like http://ADDRESS[:PORT]")
         return v
 
@@ -259,14 +260,14 @@ def load(file: Path) -> Inventory:
         raise InventoryError(f"{located.where(('hosts',))}: hosts: the inventory lists no hosts")
 
     for name in hosts_raw:
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise InventoryError(f"{located.where(('hosts', name))}: hosts.{name}: host names may use letters, digits, '.', '_' and '-'")
 
     groups: dict[str, Group] = {}
     group_vars: list[tuple[str, dict, list[str]]] = []
     for gname, graw in groups_raw.items():
         where = ("groups", gname)
-        if not isinstance(gname, str) or not NAME_RE.match(gname):
+        if not isinstance(gname, str) or not NAME_RE.fullmatch(gname):
             raise InventoryError(f"{located.where(where)}: groups.{gname}: group names may use letters, digits, '.', '_' and '-'")
         graw = _mapping(located, where, graw)
         extra = set(graw) - {"hosts", "vars"}
@@ -317,16 +318,18 @@ PathKeyT = tuple
 
 def _source_of(loc: tuple, sources: list[tuple[tuple, dict]]) -> tuple:
     """The YAML path prefix (host, group vars or defaults) a merged field came from."""
-    for prefix, values in reversed(sources):
-        node: Any = values
-        found = True
-        for part in loc[:1]:
-            if isinstance(node, dict) and part in node:
-                node = node[part]
+    # The deepest part of the field's path that some source spells out, last source first:
+    # a bad cdn.timeout from group vars is blamed on the group, not on the host's own cdn:.
+    for depth in range(len(loc), 0, -1):
+        for prefix, values in reversed(sources):
+            node: Any = values
+            for part in loc[:depth]:
+                if isinstance(node, dict) and part in node:
+                    node = node[part]
+                else:
+                    break
             else:
-                found = False
-        if found and loc:
-            return prefix
+                return prefix
     return sources[-1][0]
 
 

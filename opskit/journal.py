@@ -59,9 +59,13 @@ class Journal:
     def append(self, run_id: str, host: str, event: dict) -> None:
         """Append one event and fsync it: it is on disk before we act on it."""
         line = json.dumps({"t": round(time.time(), 3), "pid": os.getpid(), **event}, sort_keys=True)
-        fd = os.open(self.run_dir(run_id) / f"{host}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        path = self.run_dir(run_id) / f"{host}.jsonl"
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, (line + "\n").encode())
+            size = os.fstat(fd).st_size
+            # a crash mid-write leaves a torn last line: end it, so this event stays whole
+            torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+            os.write(fd, (("\n" if torn else "") + line + "\n").encode())
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -154,20 +154,20 @@ def _step(located, path: tuple, raw: Any, ids: set[str], fail) -> Step:
     if not isinstance(params, dict):
         raise fail(path + ("with",), "must be a mapping of parameters")
     try:
-        refs = template.references(params)
-        when = raw.get("when")
-        if when is not None:
-            if not isinstance(when, str) or not template.REF.fullmatch(when.strip()):
-                raise template.TemplateError("when: must be a single {{ reference }}")
-            refs += template.references(when)
+        refs = [(ref, ("with",)) for ref in template.references(params)]
     except template.TemplateError as exc:
         raise fail(path + ("with",), str(exc)) from None
-    for ref in refs:
+    when = raw.get("when")
+    if when is not None:
+        if not isinstance(when, str) or not template.REF.fullmatch(when.strip()):
+            raise fail(path + ("when",), "must be a single {{ reference }}, e.g. \"{{ steps.ID.found }}\"")
+        refs += [(ref, ("when",)) for ref in template.references(when)]
+    for ref, where in refs:
         root = ref.split(".")[0]
         if root not in template.ROOTS:
-            raise fail(path + ("with",), f"{{{{ {ref} }}}}: references start with host., steps. or run.")
+            raise fail(path + where, f"{{{{ {ref} }}}}: references start with host., steps. or run.")
         if root == "steps" and ref.split(".")[1:2] and ref.split(".")[1] not in ids:
-            raise fail(path + ("with",), f"{{{{ {ref} }}}}: no earlier step has id {ref.split('.')[1]!r}")
+            raise fail(path + where, f"{{{{ {ref} }}}}: no earlier step has id {ref.split('.')[1]!r}")
     _validate_params([table[name].Params for name in names], params, path, fail)
     step_id = raw.get("id")
     if step_id is not None:

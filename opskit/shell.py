@@ -42,6 +42,6 @@ SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 def token(value: str) -> str:
     """A value we generate ourselves (run id, step index) that must stay plain."""
-    if not SAFE_TOKEN.match(value):
+    if not SAFE_TOKEN.fullmatch(value):
         raise ValueError(f"unsafe token {value!r}")
     return value

@@ -22,7 +22,7 @@ class TemplateError(ValueError):
 def references(value: Any) -> list[str]:
     """Every reference used anywhere in a (nested) parameter value."""
     if isinstance(value, str):
-        if "{{" in value and not REF.search(value):
+        if "{{" in REF.sub("", value):
             raise TemplateError(f"malformed reference in {value!r} (expected {{{{ host.field }}}} or {{{{ steps.ID.field }}}})")
         return REF.findall(value)
     if isinstance(value, dict):

@@ -19,7 +19,7 @@ runner=none; runner_path=""
 if runner_path=$(command -v wp 2>/dev/null) && "$runner_path" --info >/dev/null 2>&1; then runner=wp
 elif runner_path=$(command -v php 2>/dev/null); then runner=php
 else runner_path=""; fi
-echo "runner=$runner"; echo "runner_path=$runner_path"
+printf 'runner=%s\nrunner_path=%s\n' "$runner" "$runner_path"
 """
 
 # Loaded before the snippet when plain PHP CLI is the runner: looks like a request for

@@ -53,6 +53,8 @@ def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], file: Path)
                 )
             seen[key] = key_node.start_mark.line + 1
             _walk(value_node, path + (key,), lines, file)
+            # a field's line is its key's, not its first child's (block mappings and lists)
+            lines[path + (key,)] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _walk(item, path + (index,), lines, file)

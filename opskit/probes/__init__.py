@@ -34,8 +34,8 @@ def build_batch(snippets: list[tuple[str, str]], fence: str) -> str:
         token(probe_id)
         parts.append(
             f"echo '{fence} begin {probe_id}'\n"
-            f"( {snippet}\n) </dev/null\n"
-            f"echo; echo '{fence} end {probe_id}' $?\n"
+            f"( {snippet}\n) </dev/null; s=$?\n"
+            f"echo; echo '{fence} end {probe_id}' $s\n"
         )
     return "".join(parts)
 
@@ -46,17 +46,19 @@ def split_batch(stdout: str, fence: str) -> dict[str, Section]:
     sections: dict[str, Section] = {}
     current: str | None = None
     lines: list[str] = []
-    for line in stdout.split("\n"):
+    all_lines = stdout.split("\n")
+    for number, line in enumerate(all_lines):
+        complete = number < len(all_lines) - 1   # a newline followed it: not cut short
         if line.startswith(fence + " begin "):
             current, lines = line[len(fence) + 7:].strip(), []
         elif line.startswith(fence + " end ") and current is not None:
             fields = line[len(fence) + 5:].split()
-            status = int(fields[1]) if len(fields) > 1 and fields[1].lstrip("-").isdigit() else -1
-            # build_batch prints one newline before the end fence so unterminated output stays apart.
-            text = "\n".join(lines)
-            if text.endswith("\n"):
-                text = text[:-1]
-            sections[current] = Section(text, status)
+            if not complete or len(fields) != 2 or not fields[1].isdigit():
+                current = None   # the batch was cut inside the end fence: drop the section
+                continue
+            # build_batch echoes a newline before the end fence: it ends the probe's last
+            # line, so joining the collected lines gives back the output exactly.
+            sections[current] = Section("\n".join(lines), int(fields[1]))
             current = None
         elif current is not None:
             lines.append(line)

@@ -36,7 +36,7 @@ class System(Probe):
             "if [ -r /etc/os-release ]; then . /etc/os-release; echo \"os=$PRETTY_NAME\"; fi\n"
             "echo \"kernel=$(uname -r 2>/dev/null)\"\n"
             "echo \"user=$(id -un 2>/dev/null)\"\n"
-            "echo \"home=$HOME\"\n"
+            "printf 'home=%s\\n' \"$HOME\"\n"
             "echo \"cores=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)\"\n"
             "[ -r /proc/loadavg ] && echo \"loadavg=$(cat /proc/loadavg)\"\n"
             "true"
@@ -73,7 +73,7 @@ class _Binary(Probe):
         # PATH of a non-login shell often lacks /usr/sbin, where nginx and php-fpm live.
         return (
             "PATH=\"$PATH:/usr/sbin:/sbin:/usr/local/sbin\"\n"
-            f"for b in {names}; do p=$(command -v \"$b\" 2>/dev/null) && {{ echo \"path=$p\"; "
+            f"for b in {names}; do p=$(command -v \"$b\" 2>/dev/null) && {{ printf 'path=%s\\n' \"$p\"; "
             f"echo \"version=$(\"$p\" {self.version_flag} 2>&1 | head -n 1)\"; break; }}; done\n"
             "true"
         )
@@ -128,13 +128,14 @@ class WordPress(Probe):
         lines = []
         for candidate in self.candidates(params, ctx):
             q = quote(candidate)
-            lines.append(f"echo {quote('searched=' + candidate)}")
+            # printf, not echo: dash's echo rewrites backslashes in paths
+            lines.append(f"printf 'searched=%s\\n' {q}")
             # WordPress allows wp-config.php one directory above the root.
             lines.append(
                 f"if [ -f {q}/wp-config.php ] || {{ [ -f {q}/wp-load.php ] && [ -f {q}/../wp-config.php ]; }}; then "
-                f"echo {quote('root=' + candidate)}; "
-                f"if [ -f {q}/wp-config.php ]; then echo {quote('config=' + candidate + '/wp-config.php')}; "
-                f"else echo config=$(cd {q}/.. && pwd)/wp-config.php; fi; "
+                f"printf 'root=%s\\n' {q}; "
+                f"if [ -f {q}/wp-config.php ]; then printf 'config=%s/wp-config.php\\n' {q}; "
+                f"else printf 'config=%s/wp-config.php\\n' \"$(cd {q}/.. && pwd)\"; fi; "
                 f"sed -n \"s/^\\$wp_version *= *'\\([^']*\\)'.*/version=\\1/p\" {q}/wp-includes/version.php 2>/dev/null; "
                 "exit 0; fi"
             )

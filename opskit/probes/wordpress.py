@@ -108,11 +108,11 @@ if [ -z "$pd" ]; then
   pd=$(sed -n "s/^[[:space:]]*define([[:space:]]*['\\"]WP_PLUGIN_DIR['\\"][[:space:]]*,[[:space:]]*['\\"]\\(\\/[^'\\"]*\\)['\\"].*/\\1/p" "$cfg" 2>/dev/null | tail -n 1)
   if [ -n "$pd" ]; then echo "plugin_dir_source=wp-config"; else pd={q}/wp-content/plugins; echo "plugin_dir_source=default"; fi
 else echo "plugin_dir_source=wordpress"; fi
-echo "plugin_dir=$pd"
+printf 'plugin_dir=%s\\n' "$pd"
 [ -d "$pd" ] && echo "plugin_dir_exists=1"
 [ -d "$pd"/{slug} ] && echo "installed=1"
 [ -f "$pd"/{slug}/{slug}.php ] && echo "main_file=1"
-for d in "$pd"/{hidden}*; do [ -e "$d" ] && echo "hidden=${{d##*/}}"; done
+for d in "$pd"/{hidden}*; do [ -e "$d" ] && printf 'hidden=%s\\n' "${{d##*/}}"; done
 [ -w "$pd" ] && echo "plugin_dir_writable=1"
 true"""
 
