@@ -517,3 +517,45 @@ def test_files_left_on_host_are_private(hosts, tmp_path, opskit):
         assert path.stat().st_uid == h2.home.stat().st_uid
     assert opskit("rollback", result.json["run_id"]).returncode == 0
     assert_original(h2)
+
+
+def test_exec_timeout_kex_and_nodelay(hosts, tmp_path, caplog):
+    import logging
+    import socket as socket_module
+
+    from opskit.errors import UnreachableError
+
+    caplog.set_level(logging.DEBUG, logger="paramiko.transport")
+
+    inv = inventory.load(hosts.inventory(tmp_path / "inv.yaml"))
+    with Session(inv.hosts["h1"]) as session:
+        started = time.monotonic()
+        with pytest.raises(UnreachableError, match="timed out after 1s"):
+            session.exec("sleep 5", timeout=1)
+        assert time.monotonic() - started < 3
+        # curve25519 is negotiated (several times cheaper than paramiko's post-quantum default)
+        agreed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Kex: ")]
+        assert agreed and agreed[0].startswith("Kex: curve25519-sha256"), agreed
+        assert session.transport.sock.getsockopt(socket_module.IPPROTO_TCP, socket_module.TCP_NODELAY) != 0
+        session.write_atomic("~/gone.txt", b"x")
+        session.remove("~/gone.txt")
+        session.remove("~/gone.txt")   # removing what is not there is fine
+        assert not (hosts.host("h1").home / "gone.txt").exists()
+
+
+def test_inventory_check_connect_and_where_the_inventory_comes_from(hosts, tmp_path, opskit):
+    inv = hosts.inventory(tmp_path / "inv.yaml")
+    ok = opskit("inventory", "check", "--connect", "-i", str(inv))   # -i after the subcommand
+    assert ok.returncode == 0, ok.stderr
+    for h in hosts.hosts:
+        assert f"{h.name}: ok as {h.user}" in ok.stdout
+    via_env = opskit("inventory", "check", env={"OPSKIT_INVENTORY": str(inv)})
+    assert via_env.returncode == 0 and "4 host(s)" in via_env.stdout
+    data = inventory.yamlsrc.load(inv, "inventory").data
+    data["hosts"]["ghost"] = {"address": "127.0.11.251", "port": hosts.hosts[0].port, "connect_timeout": 2}
+    import yaml
+    (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(data))
+    bad = subprocess.run(cli_command("inventory", "check", "--connect", "--host", "ghost", "--host", "h1"),
+                         capture_output=True, text=True, cwd=tmp_path)   # ./inventory.yaml by default
+    assert bad.returncode == 1, bad.stderr
+    assert "ghost: connection refused" in bad.stdout and "h1: ok as" in bad.stdout
