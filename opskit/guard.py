@@ -243,6 +243,9 @@ def hello_script(run_id: str | None, lock_seconds: int | None, read_only: bool =
         '  fi',
         'done',
     ]
+    if read_only:
+        # --check takes no lock, but says whether a real run would find one
+        lines.append('[ -f "$HOME/.opskit/lock/run" ] && echo "OPSKIT-LOCKED $(cat "$HOME/.opskit/lock/run")"')
     if run_id:
         run = token(run_id)
         lines += [
@@ -295,6 +298,8 @@ def parse_hello(text: str) -> Hello:
             parts = line.split(" ", 2)
             if len(parts) == 3:
                 hello.recovered.setdefault(parts[1], []).append(parts[2])
+        elif line.startswith("OPSKIT-LOCKED "):
+            hello.holder = line.split(" ", 1)[1].strip() or None
         elif line.startswith("OPSKIT-OVERDUE "):
             hello.overdue.append(line.split()[1] if len(line.split()) > 1 else "?")
         elif line.startswith("OPSKIT-LOCK "):

@@ -248,6 +248,11 @@ class Transaction:
                 f"finished the rollback of run {run_id}, whose guard did not run by its deadline (state: {report.state})",
                 tuple(lines[-5:]), "the host may kill background processes; check its process killer"))
             self.step("recover", "done", f"run {run_id}: {report.state}")
+        if self.run.options.check_mode and hello.holder:
+            self.add_finding(Finding(
+                "host-locked", Severity.WARNING,
+                f"a real run would be refused now: the host is locked by run {hello.holder}",
+                (), f"`opskit confirm {hello.holder}` or `opskit rollback {hello.holder}` ends it"))
         for run_id in hello.overdue:
             self.add_finding(Finding(
                 "overdue-rollback-pending", Severity.WARNING,

@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 PACKAGES=(
   openssh-server openssh-client   # sshd per simulated host, ssh-keygen, ssh for the benchmark
   cron                            # the crontab command: the guard's second scheduler
-  nginx-light php-fpm php-cli php-mysql mariadb-server wordpress   # the WordPress stack of the demo site
+  nginx-light php-fpm php-cli php-mysql mariadb-server wordpress apache2   # the WordPress stack (wordpress pulls apache2 anyway)
   python3-venv procps util-linux passwd ca-certificates
 )
 missing=()

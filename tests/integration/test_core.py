@@ -365,6 +365,8 @@ def test_second_run_refused_by_lock_then_confirm_and_rollback(hosts, tmp_path, o
     assert first.returncode == 0, first.stderr
     run_id = first.json["run_id"]
     assert {h: first.json["hosts"][h]["status"] for h in ("h1", "h2")} == {"h1": "held", "h2": "held"}
+    checked = opskit(*run_args(inv, "--host", "h1", "--check", "--json"))
+    assert any(f["cause"] == "host-locked" and run_id in f["summary"] for f in checked.json["hosts"]["h1"]["findings"])
     second = opskit(*run_args(inv, "--host", "h1", "--json"))
     assert second.returncode == 1
     assert second.json["hosts"]["h1"]["status"] == "failed"
