@@ -280,26 +280,24 @@ def _settle(run_id: str, hosts: tuple[str, ...], mode: str, as_json: bool, accep
     return ExitCode.OK if checks_ok and all(r.state in good for r in results) else ExitCode.HOST_FAILED
 
 
-@cli.command("confirm")
-@click.argument("run_id", metavar="RUN")
-@click.option("--host", "-H", "hosts", multiple=True, metavar="NAME", help="Only these hosts of the run (globs allowed).")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--accept-new-host-keys", is_flag=True)
-@click.pass_context
-def confirm_cmd(ctx, run_id, hosts, as_json, accept_new_host_keys):
-    """Keep the changes of a held RUN and disarm its guards."""
-    ctx.exit(_settle(run_id, hosts, "keep", as_json, accept_new_host_keys))
+def _settle_command(name: str, mode: str, doc: str):
+    """confirm and rollback take the same arguments and differ only in what the guard does."""
+    @cli.command(name, help=doc)
+    @click.argument("run_id", metavar="RUN")
+    @click.option("--host", "-H", "hosts", multiple=True, metavar="NAME", help="Only these hosts of the run (globs allowed).")
+    @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+    @click.option("--accept-new-host-keys", is_flag=True, help="Record unknown host keys (changed keys are always refused).")
+    @click.pass_context
+    def command(ctx, run_id, hosts, as_json, accept_new_host_keys):
+        ctx.exit(_settle(run_id, hosts, mode, as_json, accept_new_host_keys))
+
+    return command
 
 
-@cli.command("rollback")
-@click.argument("run_id", metavar="RUN")
-@click.option("--host", "-H", "hosts", multiple=True, metavar="NAME", help="Only these hosts of the run (globs allowed).")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--accept-new-host-keys", is_flag=True)
-@click.pass_context
-def rollback_cmd(ctx, run_id, hosts, as_json, accept_new_host_keys):
-    """Undo the changes of RUN now (safe to repeat; conflicts are reported, never overwritten)."""
-    ctx.exit(_settle(run_id, hosts, "now", as_json, accept_new_host_keys))
+confirm_cmd = _settle_command("confirm", "keep", "Keep the changes of a held RUN and disarm its guards.")
+rollback_cmd = _settle_command(
+    "rollback", "now", "Undo the changes of RUN now and run its playbook's after-rollback checks "
+    "(safe to repeat; conflicts are reported, never overwritten).")
 
 
 @cli.group("inventory")

@@ -55,7 +55,9 @@ def check_address(value: str) -> str:
 
 def parse_endpoint(value: str, default_port: int) -> tuple[str, int]:
     """'ip' or 'ip:port' or '[v6]:port' → (ip, port). Raises ValueError with the reason."""
-    text = str(value).strip()
+    text = str(value)
+    if text != text.strip():
+        raise ValueError(f"no spaces or newlines around an address: {value!r}")
     host, port = text, default_port
     if text.startswith("["):
         close = text.find("]")
@@ -82,7 +84,14 @@ def _port(text: str, whole: str) -> int:
     return int(text)
 
 
+def check_http_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise ValueError("must be http:// or https://, a host name and an optional path, without spaces")
+    return value
+
+
 IpText = Annotated[str, AfterValidator(check_ip)]
+HttpUrlText = Annotated[str, AfterValidator(check_http_url)]
 Endpoint53 = Annotated[str, AfterValidator(lambda v: (parse_endpoint(v, 53), v)[1])]
 
 
@@ -92,15 +101,8 @@ class _Strict(BaseModel):
 
 class WordPressSettings(_Strict):
     root: str | None = None          # WordPress root on the host; None → look in the usual places
-    url: str | None = None           # public URL of the site; its host name is the Host header for origin checks
+    url: HttpUrlText | None = None   # public URL of the site; its host name is the Host header for origin checks
     resolve: str | None = None       # ADDRESS[:PORT] to reach wordpress.url at, instead of DNS (like curl --resolve)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
-            raise ValueError("must be http:// or https://, a host name and an optional path, without spaces")
-        return v
 
     @field_validator("resolve")
     @classmethod
@@ -143,7 +145,7 @@ class Host(_Strict):
     connect_timeout: float = Field(default=10.0, gt=0)
     command_timeout: float = Field(default=120.0, gt=0)
     wordpress: WordPressSettings = WordPressSettings()
-    origin: str | None = None        # http://ip:port where the web server answers directly
+    origin: HttpUrlText | None = None   # http://ip:port where the web server answers directly
     cdn: CdnSettings = CdnSettings()
     dns: DnsSettings = DnsSettings()
     logs: dict[str, str] = {}        # name → log file path on the host
@@ -166,13 +168,6 @@ class Host(_Strict):
     def _env_name(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
             raise ValueError("must be the NAME of an environment variable, not the secret itself")
-        return v
-
-    @field_validator("origin")
-    @classmethod
-    def _origin(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
-            raise ValueError("must look like http://ADDRESS[:PORT]")
         return v
 
     @model_validator(mode="after")
