@@ -42,9 +42,9 @@ conflicts=0
 failures=0
 _step=""
 _outcome=""
-# printf, not echo (dash's echo mangles backslashes); newlines in a message (a path) are
+# printf, not echo (dash's echo mangles backslashes); line breaks in a message (a path) are
 # folded so a message can never forge a line of its own.
-say() { printf 'OPSKIT-UNDO %s %s %s\n' "$_step" "$1" "$(printf '%s' "$2" | tr '\n' ' ')" | tee -a "$TX/result"; _outcome=$1; }
+say() { printf 'OPSKIT-UNDO %s %s %s\n' "$_step" "$1" "$(printf '%s' "$2" | tr '\r\n' '  ')" | tee -a "$TX/result"; _outcome=$1; }
 undone() { say undone "$*"; }
 not_applied() { say not_applied "$*"; }
 conflict() { say conflict "$*"; conflicts=$((conflicts + 1)); }
@@ -98,10 +98,10 @@ case $(state) in
 esac
 if [ "$mode" = keep ]; then
   if [ "$(state)" = failed ]; then echo "OPSKIT-STATE failed"; exit 0; fi
-  set_state kept; disarm; echo "OPSKIT-STATE kept"; exit 0
+  disarm; set_state kept; echo "OPSKIT-STATE kept"; exit 0
 fi
 if [ "$mode" = finish ] && [ "$(state)" = open ]; then
-  set_state done; disarm; echo "OPSKIT-STATE done"; exit 0
+  disarm; set_state done; echo "OPSKIT-STATE done"; exit 0
 fi
 """
 
@@ -119,9 +119,10 @@ GUARD_FOOTER = r"""
 if [ "$conflicts" -gt 0 ]; then final=conflict
 elif [ "$failures" -gt 0 ]; then final=failed
 else final=rolled_back; fi
-set_state "$final"
 # a failed undo keeps the guard (crontab) so it is retried; conflicts need a human.
+# The final state is written last: whoever sees it may rely on lock and guard being gone.
 if [ "$final" != failed ]; then disarm; fi
+set_state "$final"
 echo "OPSKIT-STATE $final"
 """
 
@@ -209,7 +210,7 @@ class UndoReport:
 def parse_output(text: str) -> UndoReport:
     """Pure: guard output → UndoReport. Unknown lines are ignored."""
     report = UndoReport()
-    for line in text.splitlines():
+    for line in text.split("\n"):   # only \n: str.splitlines() also breaks at \r, \v, U+2028...
         if line.startswith("OPSKIT-UNDO "):
             parts = line.split(" ", 3)
             if len(parts) >= 3 and parts[1].isdigit():
@@ -288,7 +289,7 @@ class Hello:
 def parse_hello(text: str) -> Hello:
     """Pure: hello_script output → Hello."""
     hello = Hello()
-    for line in text.splitlines():
+    for line in text.split("\n"):   # only \n: str.splitlines() also breaks at \r, \v, U+2028...
         if line.startswith("OPSKIT-HOME "):
             hello.home = line[len("OPSKIT-HOME "):]
         elif line.startswith("OPSKIT-NOW "):

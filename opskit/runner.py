@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from opskit import guard, probes, template
-from opskit.errors import OpskitError, RemoteCommandError, TransportError
+from opskit.errors import LockedError, OpskitError, RemoteCommandError, TransportError
 from opskit.findings import Finding, Severity
 from opskit.inventory import Host
 from opskit.journal import Journal
@@ -240,7 +240,7 @@ class Transaction:
                                                       read_only=self.run.options.check_mode))
         hello = guard.parse_hello(result.stdout)
         if hello.home:
-            self.session._home = hello.home
+            self.session.home = hello.home   # saves the SFTP round trip that would ask for it
         for run_id, lines in hello.recovered.items():
             report = guard.parse_output("\n".join(lines))
             self.add_finding(Finding(
@@ -263,7 +263,7 @@ class Transaction:
                 until = ""
                 if hello.holder_deadline and hello.now:
                     until = f", its guard undoes it in {max(0, hello.holder_deadline - hello.now)}s"
-                raise OpskitError(f"host is locked by run {holder} (state {hello.holder_state}{until}); "
+                raise LockedError(f"host is locked by run {holder} (state {hello.holder_state}{until}); "
                                   f"`opskit confirm {holder}` or `opskit rollback {holder}` ends it")
             self.locked = True
             self.log({"event": "begin", "home": self.session.home})
@@ -531,7 +531,7 @@ class Transaction:
         """Run the playbook's after_rollback steps on an open session (for `opskit rollback`)."""
         hello = guard.parse_hello(self.session.exec(guard.hello_script(None, None, read_only=True)).stdout)
         if hello.home:
-            self.session._home = hello.home
+            self.session.home = hello.home
         self.ctx.results.update(results)
         try:
             self.run_steps(self.run.playbook.after_rollback, after_rollback=True)

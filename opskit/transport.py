@@ -267,6 +267,11 @@ class Session:
             self._home = self._sftp_call(lambda: self.sftp.normalize("."), ".")
         return self._home
 
+    @home.setter
+    def home(self, value: str) -> None:
+        """Set when the home directory is already known (from the first exec)."""
+        self._home = value
+
     def path(self, path: str) -> str:
         """Absolute remote path: '~' and '~/x' are the login user's home; relative paths are under it."""
         if path == "~":

@@ -119,6 +119,27 @@ def write_file(host, relative: str, text: str) -> Path:
     return path
 
 
+def hold_started(host_name: str, hold: int) -> str | None:
+    """The run id whose controller armed `host_name`'s hold window (the arm script finished:
+    the controller journals 'armed' only after it returned), or None."""
+    runs = Path(os.environ["OPSKIT_STATE_DIR"]) / "runs"
+    for run in sorted(runs.glob("*")) if runs.exists() else []:
+        file = run / f"{host_name}.jsonl"
+        if not file.exists():
+            continue
+        events = []
+        for line in file.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue   # being written right now
+        armed = [e for e in events if e.get("event") == "armed"]
+        ended = any(e.get("event") == "end" for e in events)
+        if armed and not ended and armed[-1]["host_deadline"] <= time.time() + hold + 1:
+            return run.name
+    return None
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -96,9 +96,10 @@ def fetch(url: str, headers: dict[str, str], timeout: float, bypass_cache: bool)
 
 
 def count_cdn_urls(body: str, cdn_hostname: str) -> int:
-    """Pure: how many URLs in the page point at the CDN host (plain or JSON-escaped)."""
+    """Pure: how many URLs in the page point at the CDN host (plain or JSON-escaped, any
+    case; a longer host that merely starts with it does not count)."""
     host = re.escape(cdn_hostname)
-    return len(re.findall(r"(?:https?:)?(?:\\?/){2}" + host + r"(?=[/\\\"'?:\s])", body))
+    return len(re.findall(r"(?:https?:)?(?:\\?/){2}" + host + r"(?![A-Za-z0-9.-])", body, re.IGNORECASE))
 
 
 @register

@@ -43,31 +43,6 @@ class PluginParams(BaseModel):
         return f".{self.slug}.opskit-"
 
 
-def config_plugin_dir(config_text: str, root: str) -> str | None:
-    """Pure: WP_PLUGIN_DIR (or WP_CONTENT_DIR/plugins) from wp-config.php when it is a plain
-    string, optionally after __DIR__, ABSPATH or dirname(__FILE__). None when absent or
-    not readable without running PHP."""
-    def define(name: str) -> str | None:
-        m = re.search(r"define\(\s*['\"]" + name + r"['\"]\s*,\s*(.+?)\s*\)\s*;", config_text)
-        if not m:
-            return None
-        expr, base = m.group(1).strip(), ""
-        prefix = re.match(r"^(__DIR__|ABSPATH|dirname\(\s*__FILE__\s*\))\s*\.\s*", expr)
-        if prefix:
-            base, expr = root.rstrip("/") + "/", expr[prefix.end():]
-        literal = re.fullmatch(r"'([^'\\]*)'|\"([^\"\\$]*)\"", expr)
-        if not literal:
-            return None
-        value = literal.group(1) if literal.group(1) is not None else literal.group(2)
-        return posixpath.normpath(base + value.lstrip("/") if base else value)
-
-    plugin_dir = define("WP_PLUGIN_DIR")
-    if plugin_dir:
-        return plugin_dir
-    content_dir = define("WP_CONTENT_DIR")
-    return posixpath.join(content_dir, "plugins") if content_dir else None
-
-
 @register
 class WpPlugin(Probe):
     """One plugin's state, read in one exec.
@@ -105,7 +80,8 @@ printf '%s\\n' "$out" | sed 's/^/state: /'
 pd=$(printf '%s\\n' "$out" | sed -n 's/^OPSKIT-PLUGIN-DIR //p' | tail -n 1)
 cfg={q}/wp-config.php; [ -f "$cfg" ] || cfg={q}/../wp-config.php
 if [ -z "$pd" ]; then
-  pd=$(sed -n "s/^[[:space:]]*define([[:space:]]*['\\"]WP_PLUGIN_DIR['\\"][[:space:]]*,[[:space:]]*['\\"]\\(\\/[^'\\"]*\\)['\\"].*/\\1/p" "$cfg" 2>/dev/null | tail -n 1)
+    # PHP keeps a constant's first define; a plain absolute path is all sh can read safely
+  pd=$(sed -n "s/^[[:space:]]*define([[:space:]]*['\\"]WP_PLUGIN_DIR['\\"][[:space:]]*,[[:space:]]*['\\"]\\(\\/[^'\\"]*\\)['\\"].*/\\1/p" "$cfg" 2>/dev/null | head -n 1)
   if [ -n "$pd" ]; then echo "plugin_dir_source=wp-config"; else pd={q}/wp-content/plugins; echo "plugin_dir_source=default"; fi
 else echo "plugin_dir_source=wordpress"; fi
 printf 'plugin_dir=%s\\n' "$pd"
@@ -154,8 +130,10 @@ true"""
 def _state_error(runner: str, text: str) -> str:
     if runner == "none":
         return "neither WP-CLI nor PHP CLI is on the host: the plugin's activation state cannot be read or restored"
-    tail = " / ".join(line for line in text.splitlines()[-3:] if line.strip())
-    return f"{runner} could not load WordPress" + (f": {tail}" if tail else "")
+    # PHP's own message ("PHP Fatal error: ...") says more than the stack trace after it
+    fatal = [line.strip() for line in text.splitlines() if re.search(r"\b(fatal|parse) error\b", line, re.I)]
+    detail = fatal[0] if fatal else " / ".join(line for line in text.splitlines()[-3:] if line.strip())
+    return f"{runner} could not load WordPress" + (f": {detail}" if detail else "")
 
 
 def decide(value: dict) -> tuple[bool, str]:

@@ -14,7 +14,7 @@ import pytest
 from opskit import inventory
 from opskit.errors import HostKeyError, RemoteCommandError
 from opskit.transport import Session
-from tests.conftest import TEST_PLAYBOOKS, cli_command, make_tree, wait_until, write_file
+from tests.conftest import TEST_PLAYBOOKS, cli_command, hold_started, make_tree, wait_until, write_file
 
 pytestmark = pytest.mark.integration
 
@@ -247,20 +247,10 @@ def start_run(inv, *args) -> subprocess.Popen:
 
 
 def wait_held(host, hold: int, timeout=20):
-    """Wait until the host's changes are made and its hold window has started (the guard
-    re-armed with the hold's own deadline); returns the run id."""
-    def held():
-        txs = list((host.home / ".opskit" / "tx").glob("*/deadline"))
-        if not txs or (host.home / "conf.txt").read_text() != "edited by opskit\n":
-            return None
-        tx = txs[0].parent
-        try:
-            armed = (tx / "state").read_text().strip() == "armed"
-            deadline = int((tx / "deadline").read_text())
-        except (OSError, ValueError):
-            return None
-        return tx.name if armed and deadline <= time.time() + hold + 1 else None
-    return wait_until(held, timeout, what=f"{host.name} to hold its changes")
+    """Wait until the host's changes are made and its hold window has started; returns the run id."""
+    run_id = wait_until(lambda: hold_started(host.name, hold), timeout, what=f"{host.name} to hold its changes")
+    assert (host.home / "conf.txt").read_text() == "edited by opskit\n"
+    return run_id
 
 
 def test_sigint_rolls_back_at_once(hosts, tmp_path):

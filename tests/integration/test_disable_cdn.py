@@ -16,7 +16,7 @@ import pytest
 
 from lab.demo import wordpress_host
 from lab.wordpress import CDN_HOSTNAME, PLUGIN_FILE
-from tests.conftest import ROOT, cli_command, run_cli, wait_until
+from tests.conftest import ROOT, cli_command, hold_started, run_cli, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -83,17 +83,9 @@ class Site:
 
     def wait_held(self, hold: int, timeout: float = 30) -> str:
         """Until the folder is renamed and the hold window started; returns the run id."""
-        def held():
-            for tx in (self.host.home / ".opskit" / "tx").glob("*"):
-                try:
-                    armed = (tx / "state").read_text().strip() == "armed"
-                    deadline = int((tx / "deadline").read_text())
-                except (OSError, ValueError):
-                    return None
-                if armed and deadline <= time.time() + hold + 1 and self.hidden():
-                    return tx.name
-            return None
-        return wait_until(held, timeout, what="disable-cdn to hold")
+        run_id = wait_until(lambda: hold_started("site1", hold), timeout, what="disable-cdn to hold")
+        assert self.hidden()
+        return run_id
 
     def deadline(self, run_id: str) -> int:
         return int((self.host.home / ".opskit" / "tx" / run_id / "deadline").read_text())

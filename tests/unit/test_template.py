@@ -1,0 +1,124 @@
+"""`{{ reference }}` substitution (opskit/template.py): lookups only, never code."""
+
+from __future__ import annotations
+
+import pytest
+
+from opskit import template
+from opskit.template import TemplateError, lookup, references, render
+
+CONTEXT = {
+    "host": {
+        "name": "site1",
+        "port": 22,
+        "wordpress": {"root": "/home/site1/public_html", "url": None},
+        "dns": {"resolvers": ["198.51.100.53", "198.51.100.54:5353"]},
+        "vars": {"flag": True, "nested": {"list": [{"x": 1}, {"x": 2}]}},
+    },
+    "steps": {"wp": {"found": True, "root": "/srv/wp", "plugins": ["a", "b"]}},
+    "run": {"id": "20260101-000000-abcd"},
+}
+
+
+@pytest.mark.parametrize("value, want", [
+    ("{{ host.dns.resolvers }}", ["198.51.100.53", "198.51.100.54:5353"]),
+    ("{{ host.wordpress.url }}", None),
+    ("{{ host.port }}", 22),
+    ("{{host.port}}", 22),
+    ("  {{ host.port }}  ", 22),
+    ("{{ host.vars.flag }}", True),
+    ("{{ host.vars.nested.list.1.x }}", 2),
+    ("{{ steps.wp }}", {"found": True, "root": "/srv/wp", "plugins": ["a", "b"]}),
+])
+def test_whole_reference_keeps_its_type(value, want):
+    got = render(value, CONTEXT)
+    assert got == want and type(got) is type(want)
+
+
+def test_whole_reference_returns_the_value_not_a_copy_of_its_text():
+    assert render("{{ steps.wp.plugins }}", CONTEXT) is CONTEXT["steps"]["wp"]["plugins"]
+
+
+@pytest.mark.parametrize("value, want", [
+    ("{{ host.wordpress.root }}/wp-content/plugins", "/home/site1/public_html/wp-content/plugins"),
+    ("port {{ host.port }} on {{ host.name }}", "port 22 on site1"),
+    ("url=[{{ host.wordpress.url }}]", "url=[]"),
+    ("run-{{run.id}}.log", "run-20260101-000000-abcd.log"),
+    ("no references at all", "no references at all"),
+    ("", ""),
+])
+def test_embedded_reference_renders_text(value, want):
+    assert render(value, CONTEXT) == want
+
+
+def test_nested_lists_and_dicts_render_every_leaf_and_keep_the_rest():
+    value = {
+        "paths": ["{{ host.wordpress.root }}/a", "{{ steps.wp.root }}"],
+        "opts": {"port": "{{ host.port }}", "resolvers": "{{ host.dns.resolvers }}", "n": 3, "off": None},
+        "mixed": [["{{ run.id }}"], {"deep": "x{{ host.port }}y"}],
+    }
+    assert render(value, CONTEXT) == {
+        "paths": ["/home/site1/public_html/a", "/srv/wp"],
+        "opts": {"port": 22, "resolvers": ["198.51.100.53", "198.51.100.54:5353"], "n": 3, "off": None},
+        "mixed": [["20260101-000000-abcd"], {"deep": "x22y"}],
+    }
+
+
+def test_render_does_not_change_its_input():
+    value = {"a": ["{{ host.port }}"]}
+    render(value, CONTEXT)
+    assert value == {"a": ["{{ host.port }}"]}
+
+
+@pytest.mark.parametrize("path, nothing_at", [
+    ("host.nope", "host.nope"),
+    ("host.wordpress.nope.deeper", "host.wordpress.nope"),
+    ("steps.other.root", "steps.other"),
+    ("host.dns.resolvers.7", "host.dns.resolvers.7"),
+    ("host.port.x", "host.port.x"),
+    ("nope", "nope"),
+])
+def test_missing_path_names_the_reference_and_where_it_stopped(path, nothing_at):
+    with pytest.raises(TemplateError) as caught:
+        render(f"{{{{ {path} }}}}", CONTEXT)
+    message = str(caught.value)
+    assert f"{{{{ {path} }}}}" in message
+    assert message.endswith(f"nothing at {nothing_at}")
+
+
+def test_missing_path_inside_text_raises_too():
+    with pytest.raises(TemplateError, match=r"\{\{ host\.missing \}\}"):
+        render("a {{ host.missing }} b", CONTEXT)
+
+
+def test_lookup_walks_lists_by_index():
+    assert lookup("host.dns.resolvers.0", CONTEXT) == "198.51.100.53"
+    with pytest.raises(TemplateError):
+        lookup("host.dns.resolvers.-1", CONTEXT)
+
+
+@pytest.mark.parametrize("value", ["{{ x y }}", "{{ }}", "{{ host.a", "{{ host..a }}", "{{ host.a() }}",
+                                   "{{ __import__('os') }}", "{{ 1.a }}", ["ok", {"k": "{{ a b }}"}]])
+def test_malformed_reference_raises(value):
+    with pytest.raises(TemplateError, match="malformed reference"):
+        references(value)
+
+
+@pytest.mark.parametrize("value", ["{{ host.name }} and {{ x y }}", "{{ x y }} {{ host.name }}",
+                                   "{{ host.name }}{{", "a {{ host.name }} b {{ host.port", "{{ host.name }} }} {{",
+                                   {"k": ["{{ run.id }}/{{ nope() }}"]}])
+def test_malformed_reference_next_to_a_good_one_raises(value):
+    with pytest.raises(TemplateError, match="malformed reference"):
+        references(value)
+
+
+def test_references_collects_from_nested_values_in_order():
+    value = {"a": "{{ host.name }}/{{ run.id }}", "b": ["{{steps.wp.root}}", 3, None, {"c": "{{ host.port }}"}]}
+    assert references(value) == ["host.name", "run.id", "steps.wp.root", "host.port"]
+    assert references(42) == [] and references(None) == [] and references("plain") == []
+
+
+def test_reference_syntax_is_lookup_only():
+    # attribute/call/index syntax is not a reference at all
+    for text in ("{{ host.__class__() }}", "{{ host['name'] }}", "{{ host.name|upper }}"):
+        assert not template.REF.fullmatch(text)
