@@ -8,12 +8,10 @@ do the work and have no error handling of their own.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
 import traceback
-from pathlib import Path
 
 import click
 

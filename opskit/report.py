@@ -64,7 +64,7 @@ class RichObserver:
     """A live per-host progress display (rich), safe to update from worker threads."""
 
     def __init__(self, console, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         self.console = console
         self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[host]:<16}"), TextColumn("{task.description}"),

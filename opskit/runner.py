@@ -27,7 +27,7 @@ from opskit.findings import Finding, Severity
 from opskit.inventory import Host
 from opskit.journal import Journal
 from opskit.playbook import Playbook, Step, params_for
-from opskit.steps import CHANGES, CHECKS, PROBES, Context, Verdict
+from opskit.steps import CHANGES, CHECKS, PROBES, Context
 from opskit.transport import Session
 
 # Seconds the guard allows for the steps after the first change, before the hold starts. If

@@ -11,7 +11,6 @@ small trees for what only a live run shows.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
