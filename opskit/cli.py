@@ -222,7 +222,11 @@ class _interrupts:
 def _stderr_console():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal:
+        # logs and pipes: long lines beat paths wrapped at 80 columns
+        console = Console(stderr=True, highlight=False, width=160)
+    return console
 
 
 @cli.command("runs")

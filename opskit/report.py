@@ -157,19 +157,25 @@ def print_details(console, outcomes: dict[str, HostOutcome], check_mode: bool, s
             lines.append(Text(f"  error: {o.error}", style="red"))
         for finding in o.findings:
             lines.append(finding)
+        def short(text: str) -> str:
+            return text.replace(o.home + "/", "~/") if o.home and o.home != "/" else text
+
         for change in o.changes:
-            lines.append(Text(f"  {change.state}: {change.summary}" + (f" ({change.detail})" if change.detail else "")))
+            # an undo's own message says what happened; otherwise say what the change was
+            said = change.detail if change.state in ("undone", "not_applied", "conflict", "failed") and change.detail \
+                else change.summary + (f" ({change.detail})" if change.detail else "")
+            lines.append(Text(f"  {change.state}: {short(said)}"))
             if check_mode and change.diff:
                 lines.append(Syntax(change.diff, "diff", theme="ansi_dark", background_color="default"))
         for step in o.steps:
             if step.get("kind") == "check" and step["status"] == "passed":
-                lines.append(Text(f"  check {step['step']}: passed — {step['detail']}"))
+                lines.append(Text(f"  check {step['step']}: passed — {short(step['detail'])}"))
             elif show_facts and step.get("kind") == "probe" and isinstance(step.get("value"), dict):
                 value = step["value"]
                 if all(isinstance(v, dict) for v in value.values()):   # several probes in one step
-                    lines += [Text(f"  {name}: " + _compact(v)) for name, v in value.items()]
+                    lines += [Text(f"  {name}: " + short(_compact(v))) for name, v in value.items()]
                 else:
-                    lines.append(Text(f"  {step['step']}: " + _compact(value)))
+                    lines.append(Text(f"  {step['step']}: " + short(_compact(value))))
         if lines:
             console.print(Text(name, style="bold"))
             for line in lines:

@@ -77,6 +77,7 @@ class HostOutcome:
     deadline: float | None = None    # controller epoch when the guard undoes
     guard: str | None = None         # how the guard is scheduled: detached, detached+crontab
     seconds: float = 0.0
+    home: str | None = None          # the login user's home on the host (reports shorten it to ~)
 
     def to_json(self) -> dict:
         return {
@@ -89,6 +90,7 @@ class HostOutcome:
             "deadline": self.deadline,
             "guard": self.guard,
             "seconds": round(self.seconds, 3),
+            "home": self.home,
         }
 
 
@@ -241,6 +243,7 @@ class Transaction:
         hello = guard.parse_hello(result.stdout)
         if hello.home:
             self.session.home = hello.home   # saves the SFTP round trip that would ask for it
+            self.outcome.home = hello.home
         for run_id, lines in hello.recovered.items():
             report = guard.parse_output("\n".join(lines))
             self.add_finding(Finding(
