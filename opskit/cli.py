@@ -75,6 +75,7 @@ def list_cmd(playbook_path):
     from rich.table import Table
 
     from opskit import playbook as pb
+    from opskit.duration import format_duration
 
     table = Table(show_header=True, box=None)
     table.add_column("playbook", style="bold")
@@ -82,7 +83,9 @@ def list_cmd(playbook_path):
     table.add_column("description")
     for name, file in pb.available(tuple(playbook_path)).items():
         book = pb.load(str(file), tuple(playbook_path))
-        table.add_row(name, book.changes + (f" (hold {book.hold}s)" if book.changes == "temporary" else ""), book.description.split("\n")[0])
+        first_sentence = book.description.split(". ")[0].rstrip(".") + "."
+        hold = f" (hold {format_duration(book.hold)})" if book.changes == "temporary" else ""
+        table.add_row(name, book.changes + hold, first_sentence)
     Console().print(table)
 
 
@@ -277,7 +280,7 @@ def _settle(run_id: str, hosts: tuple[str, ...], mode: str, as_json: bool, accep
             click.echo(f"{r.host}: {r.state}" + (f" — {r.detail}" if r.detail else ""))
             for step in (r.verified.steps if r.verified else []):
                 click.echo(f"  {step['step']}: {step['status']}" + (f" — {step['detail']}" if step.get("detail") else ""))
-    good = {"keep": ("kept",), "now": ("rolled_back",)}[mode] + ("done",)
+    good = {"keep": ("kept",), "revert": ("rolled_back",)}[mode] + ("done",)
     checks_ok = all(r.verified is None or r.verified.status != "failed" for r in results)
     return ExitCode.OK if checks_ok and all(r.state in good for r in results) else ExitCode.HOST_FAILED
 
@@ -298,8 +301,8 @@ def _settle_command(name: str, mode: str, doc: str):
 
 confirm_cmd = _settle_command("confirm", "keep", "Keep the changes of a held RUN and disarm its guards.")
 rollback_cmd = _settle_command(
-    "rollback", "now", "Undo the changes of RUN now and run its playbook's after-rollback checks "
-    "(safe to repeat; conflicts are reported, never overwritten).")
+    "rollback", "revert", "Undo the changes of RUN now — held or confirmed — and run its playbook's "
+    "after-rollback checks (safe to repeat; conflicts are reported, never overwritten).")
 
 
 @cli.group("inventory")

@@ -13,7 +13,8 @@ Layout on the host (all 0700/0600):
 guard.sh modes:
     wait    sleep until the deadline (detached; survives the SSH session), then undo
     cron    run from the user's crontab every minute: undo if the deadline passed
-    now     undo at once (opskit rollback, Ctrl-C, failures, end of hold)
+    now     undo at once (Ctrl-C, failures, end of hold); a confirmed transaction stays kept
+    revert  `opskit rollback`: undo at once, a confirmed (kept) transaction too
     keep    confirm: keep the changes and disarm
     finish  the transaction made no change: close it and release the lock
 
@@ -87,11 +88,20 @@ case $mode in
   cron)
     [ "$(state)" = armed ] || exit 0
     [ "$(date +%s)" -ge "$(cat "$TX/deadline" 2>/dev/null || echo 0)" ] || exit 0 ;;
-  now|keep|finish) ;;
-  *) echo "usage: guard.sh wait|cron|now|keep|finish" >&2; exit 64 ;;
+  now|revert|keep|finish) ;;
+  *) echo "usage: guard.sh wait|cron|now|revert|keep|finish" >&2; exit 64 ;;
 esac
 take_undo_lock || { echo "OPSKIT-STATE busy"; exit 75; }
 trap 'rm -rf "$TX/undo.lock"' EXIT
+# revert (an admin's explicit `opskit rollback`) also undoes a confirmed transaction,
+# under the host lock like any change (disarm gives it back)
+if [ "$mode" = revert ] && [ "$(state)" = kept ]; then
+  if mkdir "$LOCK" 2>/dev/null; then echo "$RUN" > "$LOCK/run"
+  elif [ "$(cat "$LOCK/run" 2>/dev/null)" != "$RUN" ]; then
+    echo "OPSKIT-STATE locked $(cat "$LOCK/run" 2>/dev/null)"; exit 0
+  fi
+  set_state armed
+fi
 case $(state) in
   # already ended (perhaps by the guard itself a moment ago): repeat what the undo said
   kept|rolled_back|conflict|done) cat "$TX/result" 2>/dev/null; echo "OPSKIT-STATE $(state)"; disarm; exit 0 ;;

@@ -42,12 +42,12 @@ def select_hosts(meta: dict, patterns: tuple[str, ...]) -> list[Host]:
 
 
 def settle(journal: Journal, run_id: str, patterns: tuple[str, ...], mode: str, accept_new: bool = False) -> list[SettleResult]:
-    """mode: 'keep' (confirm) or 'now' (rollback)."""
+    """mode: 'keep' (confirm) or 'revert' (rollback; undoes confirmed changes too)."""
     meta = journal.meta(run_id)
     hosts = select_hosts(meta, patterns)
     by = "confirm" if mode == "keep" else "rollback"
 
-    playbook = _playbook(meta) if mode == "now" else None
+    playbook = _playbook(meta) if mode == "revert" else None
 
     def one(host: Host) -> SettleResult:
         verified = None
@@ -65,6 +65,9 @@ def settle(journal: Journal, run_id: str, patterns: tuple[str, ...], mode: str, 
             detail = "the host has no record of this run (nothing was changed there, or it was cleaned up)"
         elif state == "busy":
             detail = "the guard is undoing this run right now; run the command again in a few seconds"
+        elif state.startswith("locked"):
+            holder = state.split()[1] if len(state.split()) > 1 else "unknown"
+            state, detail = "locked", f"the host is locked by run {holder}; end that run first"
         else:
             detail = "; ".join(f"{o}: {m}" for o, m in report.steps.values()) or result.tail()
         steps = {str(k): {"outcome": o, "message": m} for k, (o, m) in sorted(report.steps.items())}

@@ -221,6 +221,12 @@ def test_confirm_keeps_it_off_rollback_restores_and_lock_refuses(wp):
     assert doc["status"] == "ok" and all(c["state"] == "noop" or c["kind"] != "rename" for c in doc["changes"])
     assert any(f["cause"] == "cdn-enabler-already-disabled" and run3 in f["summary"] for f in doc["findings"])
     wp.assert_disabled()
+    # ...and, as that finding advises, `opskit rollback` brings a confirmed run back too
+    wp.site.open_plugins_admin_page()
+    back = run_cli("rollback", run3)
+    assert back.returncode == 0, back.stdout + back.stderr
+    wp.assert_restored()
+    assert not (wp.host.home / ".opskit" / "lock").exists()
 
 
 def test_check_mode_changes_nothing(wp):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import shutil
 import time
 
 import pytest
@@ -156,6 +157,22 @@ def test_keep_leaves_another_runs_lock_alone(box):
     box.take_lock(OTHER, expires=int(time.time()) + 600)
     assert parse_output(box.guard(RUN, "keep").stdout).state == "kept"
     assert (box.lock / "run").read_text().strip() == OTHER
+
+
+def test_revert_undoes_a_kept_transaction_under_the_lock(box):
+    box.install(RUN, guard_script(RUN, [counting(box, 0, "undone", "zero")]), state="kept")
+    box.take_lock(OTHER, expires=int(time.time()) + 600)
+    refused = box.guard(RUN, "revert")
+    assert undo_lines(refused.stdout) == [f"OPSKIT-STATE locked {OTHER}"]
+    assert box.state(RUN) == "kept" and ran(box, 0) == 0
+    shutil.rmtree(box.lock)   # that other run ended
+    proc = box.guard(RUN, "revert")
+    assert parse_output(proc.stdout).state == "rolled_back"
+    assert box.state(RUN) == "rolled_back" and ran(box, 0) == 1
+    assert not box.lock.exists(), "the lock revert took is given back"
+    # "now" (a hold ending, Ctrl-C) never undoes what was confirmed
+    box.install(OTHER, guard_script(OTHER, [counting(box, 1, "undone", "one")]), state="kept")
+    assert parse_output(box.guard(OTHER, "now").stdout).state == "kept" and ran(box, 1) == 0
 
 
 def test_keep_after_a_failed_undo_reports_failed(box):
