@@ -265,7 +265,9 @@ def hello_script(run_id: str | None, lock_seconds: int | None, read_only: bool =
             f'echo $((now + {int(lock_seconds or 3600)})) > "$LOCK/expires"; mkdir -p "$HOME/.opskit/tx/$RUN"; '
             'printf "open\\n" > "$HOME/.opskit/tx/$RUN/state"; echo "OPSKIT-LOCK acquired"; }',
             'if ! take; then',
-            '  holder=$(cat "$LOCK/run" 2>/dev/null); hst=$(cat "$HOME/.opskit/tx/$holder/state" 2>/dev/null || echo missing)',
+            # a lock just taken may not have its run file yet: look again a moment later
+            '  holder=$(cat "$LOCK/run" 2>/dev/null); [ -n "$holder" ] || { sleep 1; holder=$(cat "$LOCK/run" 2>/dev/null); }',
+            '  hst=$(cat "$HOME/.opskit/tx/$holder/state" 2>/dev/null || echo missing)',
             '  exp=$(cat "$LOCK/expires" 2>/dev/null || echo 0); hdl=$(cat "$HOME/.opskit/tx/$holder/deadline" 2>/dev/null || echo 0)',
             '  case $hst in',
             # A finished transaction, or a lock whose run never armed and whose lease ran out, is stale.

@@ -551,3 +551,18 @@ def test_inventory_check_connect_and_where_the_inventory_comes_from(hosts, tmp_p
                          capture_output=True, text=True, cwd=tmp_path)   # ./inventory.yaml by default
     assert bad.returncode == 1, bad.stderr
     assert "ghost: connection refused" in bad.stdout and "h1: ok as" in bad.stdout
+
+
+def test_two_runs_started_together_one_gets_the_lock(hosts, tmp_path):
+    inv = rename_inventory(hosts, tmp_path)
+    procs = [start_run(inv, "--host", "h3", "--hold", "1m", "--detach", "--json") for _ in range(2)]
+    docs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    statuses = sorted(d["hosts"]["h3"]["status"] for d in docs)
+    assert statuses == ["failed", "held"], statuses
+    held = next(d for d in docs if d["hosts"]["h3"]["status"] == "held")
+    refused = next(d for d in docs if d["hosts"]["h3"]["status"] == "failed")
+    assert f"locked by run {held['run_id']}" in refused["hosts"]["h3"]["error"]
+    assert_changed(hosts.host("h3"))
+    from tests.conftest import run_cli
+    assert run_cli("rollback", held["run_id"]).returncode == 0
+    assert_original(hosts.host("h3"))
