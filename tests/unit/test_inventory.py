@@ -36,6 +36,7 @@ import pytest
 
 from opskit import inventory, yamlsrc
 from opskit.errors import InputError, InventoryError
+from tests.unit.badfiles import BadFiles
 
 DATA = Path(__file__).parent / "data"
 SHAPE = DATA / "inventory-issue-shape.yaml"
@@ -147,23 +148,15 @@ def test_ssh_alias_is_enough_to_reach_a_host(tmp_path):
 
 
 # -- malformed inventories: one file per situation, one harness ----------------------
-EXPECTED = json.loads((BAD / "expected.json").read_text())
-BAD_FILES = sorted(p.name for p in BAD.glob("*.yaml"))
+BAD_SET = BadFiles(BAD)
 
 
 def test_every_bad_inventory_has_an_expectation_and_vice_versa():
-    described = {k for k in EXPECTED if not k.startswith("_")}
-    assert described == set(BAD_FILES)
+    assert BAD_SET.described() == set(BAD_SET.files)
 
 
-def _bad_cases():
-    for name in BAD_FILES:
-        want = EXPECTED.get(name, {})
-        marks = [pytest.mark.xfail(strict=True, reason="BUG: " + want["bug"])] if "bug" in want else []
-        yield pytest.param(name, want, id=name.removesuffix(".yaml"), marks=marks)
 
-
-@pytest.mark.parametrize("name, want", list(_bad_cases()))
+@pytest.mark.parametrize("name, want", BAD_SET.cases())
 def test_bad_inventory(name, want):
     path = BAD / name
     with pytest.raises(InputError) as caught:

@@ -6,7 +6,6 @@ what the error must say in expected.json beside them; one harness runs them all.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from opskit import playbook
 from opskit.errors import InputError, PlaybookError
+from tests.unit.badfiles import BadFiles
 
 DATA = Path(__file__).parent / "data"
 BAD = DATA / "bad-playbook"
@@ -84,22 +84,15 @@ steps:
 
 
 # -- malformed playbooks: one file per situation, one harness -------------------------------
-EXPECTED = json.loads((BAD / "expected.json").read_text())
-BAD_FILES = sorted(p.name for p in BAD.glob("*.yaml"))
+BAD_SET = BadFiles(BAD)
 
 
 def test_every_bad_playbook_has_an_expectation_and_vice_versa():
-    assert {k for k in EXPECTED if not k.startswith("_")} == set(BAD_FILES)
+    assert BAD_SET.described() == set(BAD_SET.files)
 
 
-def _bad_cases():
-    for name in BAD_FILES:
-        want = EXPECTED.get(name, {})
-        marks = [pytest.mark.xfail(strict=True, reason="BUG: " + want["bug"])] if "bug" in want else []
-        yield pytest.param(name, want, id=name.removesuffix(".yaml"), marks=marks)
 
-
-@pytest.mark.parametrize("name, want", list(_bad_cases()))
+@pytest.mark.parametrize("name, want", BAD_SET.cases())
 def test_bad_playbook(name, want):
     path = BAD / name
     with pytest.raises(PlaybookError) as caught:
