@@ -24,6 +24,7 @@ with `OPSKIT-STATE <state>`; parse_output() reads them back.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
 from opskit.shell import quote, token
@@ -180,6 +181,39 @@ echo $! > "$TX/guard.pid"
 [ -n "$old" ] && {{ kill -- "-$old" 2>/dev/null || kill "$old" 2>/dev/null; }}
 echo "OPSKIT-ARMED $mech $(cat "$TX/deadline")"
 """
+
+
+def _heredoc_file(path_expr: str, content: str, mode: str) -> str:
+    """sh that writes `content` to path_expr atomically (temp file + rename), verbatim."""
+    if not content.endswith("\n"):
+        content += "\n"
+    while True:
+        marker = "OPSKIT_EOF_" + secrets.token_hex(8)
+        if marker not in content:
+            break
+    temp = path_expr[:-1] + '.opskit-tmp"'   # path_expr is a double-quoted "$TX/name"
+    return (f"cat > {temp} <<'{marker}' || fail {path_expr}\n{content}{marker}\n"
+            f"chmod {mode} {temp} && mv -f {temp} {path_expr} || fail {path_expr}\n")
+
+
+def write_ahead_script(run_id: str, records_json: str, guard_text: str, *, require_armed: bool,
+                       arm_seconds: int | None) -> str:
+    """One exec (script on stdin) that writes the undo records and the guard on the host and,
+    for the first change, arms the guard; later changes first check the transaction is still
+    armed (the guard may have ended it). Prints OPSKIT-WRITTEN, then arm_script's line."""
+    run = token(run_id)
+    check = ('case $(cat "$TX/state" 2>/dev/null) in armed) ;; *) '
+             'echo "OPSKIT-WRITE refused $(cat "$TX/state" 2>/dev/null)"; exit 3 ;; esac\n') if require_armed else ""
+    return (
+        f'umask 077\nTX="$HOME/.opskit/tx/{run}"\n'
+        'fail() { rm -f "$TX/records.json.opskit-tmp" "$TX/guard.sh.opskit-tmp"; '
+        'echo "OPSKIT-WRITE failed $1 (the disk may be full or over quota)"; exit 4; }\n'
+        + check
+        + _heredoc_file('"$TX/records.json"', records_json, "600")
+        + _heredoc_file('"$TX/guard.sh"', guard_text, "700")
+        + "echo OPSKIT-WRITTEN\n"
+        + (arm_script(run_id, arm_seconds) if arm_seconds is not None else "")
+    )
 
 
 def release_script(run_id: str) -> str:

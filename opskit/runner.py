@@ -383,24 +383,38 @@ class Transaction:
         self.log({"event": "intent", "index": index, "kind": change.name, "summary": plan.summary, "record": journal_record})
         self.records.append({"index": index, "kind": change.name, "summary": plan.summary, "record": journal_record})
         self.undo_bodies.append(change.undo_script(record))
-        self.write_guard()
-        if self.armed_at is None:
-            # Until the steps are done the deadline leaves room for them; the hold proper
-            # starts when they are (see hold()), so the guard never undoes mid-transaction.
-            self.arm(self.run.hold + STEPS_MARGIN)
-        else:
-            self.ensure_still_armed()
+        # Until the steps are done the deadline leaves room for them; the hold proper starts
+        # when they are (see finish()), so the guard never undoes mid-transaction.
+        first = self.armed_at is None
+        self.write_guard(arm_seconds=self.run.hold + STEPS_MARGIN if first else None, require_armed=not first)
         change.apply(record, self.ctx)
         entry.state = "applied"
         self.log({"event": "applied", "index": index})
         self.record_step(step, "changed", plan.summary)
 
-    def write_guard(self) -> None:
-        self.session.write_atomic(posixpath.join(self.tx_dir, "records.json"), json.dumps(self.records, indent=1).encode(), 0o600)
-        self.session.write_atomic(posixpath.join(self.tx_dir, "guard.sh"), guard.guard_script(self.run.run_id, self.undo_bodies).encode(), 0o700)
+    def write_guard(self, arm_seconds: int | None = None, require_armed: bool = False) -> None:
+        """Write-ahead on the host in one exec: undo records and guard (and arm the guard for
+        the first change; check the transaction is still armed for later ones)."""
+        script = guard.write_ahead_script(self.run.run_id, json.dumps(self.records, indent=1),
+                                          guard.guard_script(self.run.run_id, self.undo_bodies),
+                                          require_armed=require_armed, arm_seconds=arm_seconds)
+        result = self.session.exec("sh -s", stdin=script.encode())
+        written = "OPSKIT-WRITTEN" in result.stdout.split("\n")
+        refused = next((line for line in result.stdout.split("\n") if line.startswith("OPSKIT-WRITE ")), "")
+        if refused.startswith("OPSKIT-WRITE refused"):
+            raise StepFailed(f"the transaction ended on the host (state {refused.split()[-1]}) before this change; "
+                             "not applying it")
+        if not written:
+            raise RemoteCommandError(f"{self.host.name}: could not write the undo records on the host: "
+                                     f"{(refused[len('OPSKIT-WRITE '):] or result.tail())}", result)
+        if arm_seconds is not None:
+            self.armed(result, arm_seconds)
 
     def arm(self, seconds: int) -> None:
-        result = self.session.exec(guard.arm_script(self.run.run_id, seconds))
+        self.armed(self.session.exec(guard.arm_script(self.run.run_id, seconds)), seconds)
+
+    def armed(self, result, seconds: int) -> None:
+        """Read arm_script's answer; the hold's deadline and the guard's mechanism."""
         words = next((l.split() for l in result.stdout.splitlines() if l.startswith("OPSKIT-ARMED ")), None)
         if not words or words[1] == "refused" or len(words) < 3:
             raise StepFailed(f"could not arm the guard: {' '.join(words or []) or result.tail()}")
@@ -409,11 +423,6 @@ class Transaction:
         self.outcome.deadline = time.time() + seconds
         self.log({"event": "armed", "deadline": self.outcome.deadline, "host_deadline": int(words[2]), "mechanism": words[1]})
         self.run.observer.host_step(self.host.name, "guard", "armed", f"{words[1]}, undoes in {seconds}s")
-
-    def ensure_still_armed(self) -> None:
-        state = self.session.read(posixpath.join(self.tx_dir, "state")).decode().strip()
-        if state != "armed":
-            raise StepFailed(f"the transaction ended on the host (state {state}) before this change; not applying it")
 
     def do_check(self, step: Step, params: dict) -> None:
         check = CHECKS[step.names[0]]()

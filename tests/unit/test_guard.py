@@ -14,7 +14,7 @@ import time
 import pytest
 
 from opskit.guard import (UndoReport, arm_script, guard_script, hello_script, parse_hello, parse_output, release_script,
-                          run_guard)
+                          run_guard, write_ahead_script)
 from opskit.shell import quote
 
 RUN = "20260101-000000-abcd"
@@ -527,3 +527,37 @@ def test_parse_hello_on_text():
     assert (hello.lock, hello.holder, hello.holder_state, hello.holder_deadline) == ("held", "r3", "armed", 1767226500)
     odd = parse_hello("OPSKIT-NOW soon\nOPSKIT-LOCK held r3 armed\n")
     assert odd.now is None and odd.lock == "held" and odd.holder is None
+
+
+# -- write_ahead_script: records + guard in one exec ---------------------------------------------
+NASTY_TEXT = "line $(touch PWNED) `touch PWNED2` 'q' \"d\" \\back\nOPSKIT_EOF_\nEOF\n\ttab"
+
+
+def test_write_ahead_writes_both_files_verbatim_and_private(box):
+    tx = box.install(RUN, "old guard", state="open")
+    proc = box.run(write_ahead_script(RUN, NASTY_TEXT, "#!/bin/sh\necho guard\n", require_armed=False, arm_seconds=None))
+    assert proc.stdout.split("\n")[0] == "OPSKIT-WRITTEN", proc.stdout + proc.stderr
+    assert (tx / "records.json").read_text() == NASTY_TEXT + "\n"   # a final newline is added, nothing else
+    assert (tx / "guard.sh").read_text() == "#!/bin/sh\necho guard\n"
+    assert stat.S_IMODE((tx / "records.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tx / "guard.sh").stat().st_mode) == 0o700
+    assert not list(box.root.rglob("PWNED*")), "text inside a here-document ran"
+    assert not list(tx.glob("*.opskit-tmp"))
+
+
+def test_write_ahead_for_a_later_change_refuses_an_ended_transaction(box):
+    tx = box.install(RUN, "old guard", state="rolled_back")
+    proc = box.run(write_ahead_script(RUN, "[]", "new guard\n", require_armed=True, arm_seconds=None))
+    assert "OPSKIT-WRITE refused rolled_back" in proc.stdout
+    assert "OPSKIT-WRITTEN" not in proc.stdout
+    assert (tx / "guard.sh").read_text() == "old guard", "nothing written once the guard has ended the run"
+
+
+def test_write_ahead_for_the_first_change_arms(box):
+    tx = box.install(RUN, guard_script(RUN, []), state="open")
+    proc = box.run(write_ahead_script(RUN, "[]", guard_script(RUN, []), require_armed=False, arm_seconds=600))
+    lines = proc.stdout.split("\n")
+    assert lines[0] == "OPSKIT-WRITTEN"
+    assert any(line.startswith("OPSKIT-ARMED detached") for line in lines), proc.stdout
+    assert box.state(RUN) == "armed"
+    assert int((tx / "deadline").read_text()) >= int(time.time()) + 590
