@@ -27,9 +27,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-from opskit.shell import quote, token
-
-STATES_FINAL = ("kept", "rolled_back", "conflict", "failed", "done")
+from opskit.shell import token
 
 GUARD_HEADER = r"""#!/bin/sh
 # opskit guard for run @RUN@ — undoes the transaction at its deadline unless confirmed.
@@ -94,9 +92,10 @@ case $mode in
 esac
 take_undo_lock || { echo "OPSKIT-STATE busy"; exit 75; }
 trap 'rm -rf "$TX/undo.lock"' EXIT
-# revert (an admin's explicit `opskit rollback`) also undoes a confirmed transaction,
-# under the host lock like any change (disarm gives it back)
-if [ "$mode" = revert ] && [ "$(state)" = kept ]; then
+# revert (an admin's explicit `opskit rollback`) also undoes a confirmed transaction, and
+# retries one that ended in conflict (once a human has sorted it out; undone steps stay
+# undone), under the host lock like any change (disarm gives it back)
+if [ "$mode" = revert ] && { [ "$(state)" = kept ] || [ "$(state)" = conflict ]; }; then
   if mkdir "$LOCK" 2>/dev/null; then echo "$RUN" > "$LOCK/run"
   elif [ "$(cat "$LOCK/run" 2>/dev/null)" != "$RUN" ]; then
     echo "OPSKIT-STATE locked $(cat "$LOCK/run" 2>/dev/null)"; exit 0
@@ -356,8 +355,3 @@ def parse_hello(text: str) -> Hello:
                 hello.holder, hello.holder_state = parts[2], parts[3]
                 hello.holder_deadline = int(parts[4]) if parts[4].isdigit() else None
     return hello
-
-
-def quote_for_guard(value: str) -> str:
-    """Values embedded in undo bodies are quoted like any other shell value."""
-    return quote(value)

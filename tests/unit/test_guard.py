@@ -561,3 +561,18 @@ def test_write_ahead_for_the_first_change_arms(box):
     assert any(line.startswith("OPSKIT-ARMED detached") for line in lines), proc.stdout
     assert box.state(RUN) == "armed"
     assert int((tx / "deadline").read_text()) >= int(time.time()) + 590
+
+
+def test_revert_retries_a_conflict_once_it_is_sorted_out(box):
+    blocker = box.root / "blocker"
+    body = f'if [ -e {quote(str(blocker))} ]; then conflict "in the way"; else undone "done"; fi'
+    box.install(RUN, guard_script(RUN, [counting(box, 0, "undone", "zero"), body]), state="armed")
+    blocker.write_text("someone's")
+    first = parse_output(box.guard(RUN, "now").stdout)
+    assert first.state == "conflict" and first.steps[1][0] == "conflict" and ran(box, 0) == 1
+    assert parse_output(box.guard(RUN, "now").stdout).state == "conflict", "now does not retry"
+    blocker.unlink()   # a human sorted it out
+    second = parse_output(box.guard(RUN, "revert").stdout)
+    assert second.state == "rolled_back"
+    assert second.steps[0][0] == "done_before" and ran(box, 0) == 1, "what was undone stays undone"
+    assert not box.lock.exists()
