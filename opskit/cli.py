@@ -261,11 +261,24 @@ def runs_cmd(show_all, as_json):
     Console().print(table)
 
 
-def _settle(run_id: str, hosts: tuple[str, ...], mode: str, as_json: bool, accept_new: bool) -> int:
+def _settle(ctx, run_id: str, hosts: tuple[str, ...], inventory: str | None, mode: str, as_json: bool, accept_new: bool) -> int:
+    from opskit import inventory as inv
     from opskit.journal import Journal
-    from opskit.settle import settle
+    from opskit.settle import adopt, settle
 
-    results = settle(Journal.default(), run_id, hosts, mode, accept_new)
+    journal = Journal.default()
+    if not (journal.run_dir(run_id) / "run.json").exists():
+        # Started on another machine (a colleague's run holds the host): the hosts have the
+        # records, this machine's inventory says how to reach them.
+        if not hosts:
+            raise InputError(f"no run {run_id!r} in {journal.root}; for a run started on another machine, "
+                             "name its hosts: --host NAME (and -i INVENTORY)")
+        try:
+            selected = inv.load(_inventory_path(ctx, inventory)).select(hosts)
+            adopt(journal, run_id, selected)
+        except ValueError as exc:
+            raise InputError(f"{run_id!r} is not a run id: {exc}") from None
+    results = settle(journal, run_id, hosts, mode, accept_new)
     def verified(r) -> dict | None:
         if r.verified is None:
             return None
@@ -289,12 +302,15 @@ def _settle_command(name: str, mode: str, doc: str):
     """confirm and rollback take the same arguments and differ only in what the guard does."""
     @cli.command(name, help=doc)
     @click.argument("run_id", metavar="RUN")
-    @click.option("--host", "-H", "hosts", multiple=True, metavar="NAME", help="Only these hosts of the run (globs allowed).")
+    @click.option("--host", "-H", "hosts", multiple=True, metavar="NAME",
+                  help="Only these hosts of the run (globs allowed). For a run started on another machine, "
+                       "the hosts to act on, from the inventory.")
+    @_inventory_option
     @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
     @click.option("--accept-new-host-keys", is_flag=True, help="Record unknown host keys (changed keys are always refused).")
     @click.pass_context
-    def command(ctx, run_id, hosts, as_json, accept_new_host_keys):
-        ctx.exit(_settle(run_id, hosts, mode, as_json, accept_new_host_keys))
+    def command(ctx, run_id, hosts, inventory, as_json, accept_new_host_keys):
+        ctx.exit(_settle(ctx, run_id, hosts, inventory, mode, as_json, accept_new_host_keys))
 
     return command
 

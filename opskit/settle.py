@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from opskit import guard
 from opskit.errors import InputError, OpskitError, TransportError
+from opskit.shell import token
 from opskit.inventory import Host
 from opskit.journal import Journal, host_state
 from opskit.playbook import Playbook
@@ -39,6 +40,14 @@ def select_hosts(meta: dict, patterns: tuple[str, ...]) -> list[Host]:
             raise InputError(f"run {meta['run_id']} has no host matching {', '.join(patterns)} (it has {', '.join(names)})")
         names = chosen
     return [Host(**meta["hosts"][n]) for n in names]
+
+
+def adopt(journal: Journal, run_id: str, hosts: list[Host]) -> None:
+    """A run started on another machine: the hosts hold its undo records, so record it here
+    (hosts from this machine's inventory) and act on it like any other."""
+    token(run_id)
+    journal.create(run_id, {"run_id": run_id, "playbook": "(started elsewhere)", "adopted": True,
+                            "created": time.time(), "hosts": {h.name: h.model_dump() for h in hosts}})
 
 
 def settle(journal: Journal, run_id: str, patterns: tuple[str, ...], mode: str, accept_new: bool = False) -> list[SettleResult]:

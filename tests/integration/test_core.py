@@ -566,3 +566,17 @@ def test_two_runs_started_together_one_gets_the_lock(hosts, tmp_path):
     from tests.conftest import run_cli
     assert run_cli("rollback", held["run_id"]).returncode == 0
     assert_original(hosts.host("h3"))
+
+
+def test_rollback_of_a_run_started_on_another_machine(hosts, tmp_path, opskit):
+    inv = rename_inventory(hosts, tmp_path)
+    first = opskit(*run_args(inv, "--host", "h2", "--hold", "5m", "--detach", "--json"))
+    run_id = first.json["run_id"]
+    elsewhere = {"OPSKIT_STATE_DIR": str(tmp_path / "colleague-laptop")}
+    unnamed = opskit("rollback", run_id, env=elsewhere)
+    assert unnamed.returncode == 2 and "--host NAME" in unnamed.stderr
+    result = opskit("rollback", run_id, "-i", str(inv), "--host", "h2", env=elsewhere)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "h2: rolled_back" in result.stdout
+    assert_original(hosts.host("h2"))
+    assert not (hosts.host("h2").home / ".opskit" / "lock").exists()
