@@ -255,8 +255,14 @@ def runs_cmd(show_all, as_json):
     table = Table(box=None)
     for column in ("run", "playbook", "host", "state", "changes", "guard deadline"):
         table.add_column(column)
+    from opskit.duration import format_duration
+
     for row in rows:
-        deadline = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(row["deadline"])) if row["deadline"] else "-"
+        deadline = "-"
+        if row["deadline"]:
+            left = row["deadline"] - _time.time()
+            when = "passed" if left <= 0 else f"in {format_duration(left)}"
+            deadline = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(row["deadline"])) + f" ({when})"
         table.add_row(row["run_id"], row["playbook"], row["host"], row["state"], str(row["changes"]), deadline)
     Console().print(table)
 
