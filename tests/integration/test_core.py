@@ -363,6 +363,8 @@ def test_second_run_refused_by_lock_then_confirm_and_rollback(hosts, tmp_path, o
     assert f"locked by run {run_id}" in second.json["hosts"]["h1"]["error"]
     listed = opskit("runs", "--json")
     assert {(r["run_id"], r["host"], r["state"]) for r in json.loads(listed.stdout)} == {(run_id, "h1", "held"), (run_id, "h2", "held")}
+    human = opskit("runs")
+    assert run_id in human.stdout and "held" in human.stdout and "(in 4m" in human.stdout, human.stdout
     confirm = opskit("confirm", run_id, "--host", "h1")
     assert confirm.returncode == 0 and "h1: kept" in confirm.stdout
     rollback = opskit("rollback", run_id, "--host", "h2")
