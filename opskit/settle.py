@@ -63,12 +63,11 @@ def settle(journal: Journal, run_id: str, patterns: tuple[str, ...], mode: str, 
         try:
             with Session(host, accept_new) as session:
                 result = session.exec(guard.run_guard(run_id, mode))
-                state = guard.parse_output(result.stdout).state
-                if playbook and playbook.after_rollback and state in ("rolled_back", "conflict"):
+                report = guard.parse_output(result.stdout)
+                if playbook and playbook.after_rollback and report.state in ("rolled_back", "conflict"):
                     verified = verify(journal, run_id, playbook, host, session)
         except TransportError as exc:
             return SettleResult(host.name, "unreachable", str(exc))
-        report = guard.parse_output(result.stdout)
         state = report.state or "failed"
         if state == "missing":
             detail = "the host has no record of this run (nothing was changed there, or it was cleaned up)"
