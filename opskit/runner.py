@@ -531,13 +531,8 @@ class Transaction:
         else:
             self.outcome.status = "failed"
         self.step("rollback", report.state or "unknown", "")
-        if report.state in ("rolled_back", "conflict") and self.records and self.run.playbook.after_rollback:
-            try:
-                self.run_steps(self.run.playbook.after_rollback, after_rollback=True)
-            except (StepFailed, TransportError) as exc:
-                self.add_finding(Finding("after-rollback-check-failed", Severity.ERROR, str(exc)))
-                if self.outcome.status != "conflict":
-                    self.outcome.status = "failed"
+        if report.state in ("rolled_back", "conflict") and self.records:
+            self.run_after_rollback()
 
     def verify_after_rollback(self, results: dict[str, Any]) -> None:
         """Run the playbook's after_rollback steps on an open session (for `opskit rollback`)."""
@@ -545,11 +540,17 @@ class Transaction:
         if hello.home:
             self.session.home = hello.home
         self.ctx.results.update(results)
+        self.run_after_rollback()
+
+    def run_after_rollback(self) -> None:
+        """The playbook's after_rollback steps; a failing one is a finding and fails the host
+        (a conflict stays the status: it says more)."""
         try:
             self.run_steps(self.run.playbook.after_rollback, after_rollback=True)
         except (StepFailed, TransportError) as exc:
             self.add_finding(Finding("after-rollback-check-failed", Severity.ERROR, str(exc)))
-            self.outcome.status = "failed"
+            if self.outcome.status != "conflict":
+                self.outcome.status = "failed"
 
     def session_alive(self) -> bool:
         try:

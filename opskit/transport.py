@@ -224,7 +224,7 @@ class Session:
         self.close()
 
     # -- exec -------------------------------------------------------------
-    def exec(self, command: str, timeout: float | None = None, stdin: bytes | None = None, check: bool = False) -> Result:
+    def exec(self, command: str, timeout: float | None = None, stdin: bytes | None = None) -> Result:
         """Run one command through `sh -c` semantics of the login shell; returns its Result."""
         timeout = timeout or self.host.command_timeout
         started = time.monotonic()
@@ -246,10 +246,7 @@ class Session:
             raise UnreachableError(f"{self.host.name}: command timed out after {timeout:g}s") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise UnreachableError(f"{self.host.name}: the SSH connection was lost ({exc or type(exc).__name__})") from None
-        result = Result(command, status, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"), time.monotonic() - started)
-        if check and not result.ok:
-            raise RemoteCommandError(f"{self.host.name}: command failed with exit {status}: {result.tail()}", result)
-        return result
+        return Result(command, status, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"), time.monotonic() - started)
 
     # -- sftp -------------------------------------------------------------
     @property
@@ -307,10 +304,6 @@ class Session:
 
     def exists(self, path: str) -> bool:
         return self.stat(path) is not None
-
-    def is_dir(self, path: str) -> bool:
-        attrs = self.stat(path)
-        return attrs is not None and stat_module.S_ISDIR(attrs.st_mode or 0)
 
     def read(self, path: str) -> bytes:
         full = self.path(path)

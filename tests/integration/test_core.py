@@ -83,6 +83,7 @@ def test_connect_exec_and_sftp(hosts, tmp_path):
         assert (host.home / "dir" / "other.txt").read_bytes() == b"x"
         session.rename("~/dir/file.txt", "~/dir/moved.txt")
         assert (host.home / "dir" / "moved.txt").read_bytes() == b"two"
+        assert session.exists("~/dir/moved.txt") and not session.exists("~/dir/file.txt")
         # the same connection serves every call
         transport = session.transport
         session.exec("true")
