@@ -21,7 +21,9 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from opskit import guard, probes, template
+import os
+
+from opskit import faults, guard, probes, template
 from opskit.errors import LockedError, OpskitError, RemoteCommandError, TransportError
 from opskit.findings import Finding, Severity
 from opskit.inventory import Host
@@ -30,10 +32,17 @@ from opskit.playbook import Playbook, Step, params_for
 from opskit.steps import CHANGES, CHECKS, PROBES, Context
 from opskit.transport import Session
 
-# Seconds the guard allows for the steps after the first change, before the hold starts. If
-# they take longer the guard undoes mid-run; later changes check the transaction is still
-# armed first and the run fails cleanly, so this only has to cover normal verification.
-STEPS_MARGIN = 120
+# Seconds the guard allows for the steps, before the hold starts. If they take longer the
+# guard undoes mid-run; every apply checks on the host that the transaction is still armed
+# and the run fails cleanly, so this only has to cover normal verification. The fault tests
+# shorten it (OPSKIT_STEPS_MARGIN) so a killed controller's guard fires within seconds.
+def steps_margin() -> int:
+    value = os.environ.get("OPSKIT_STEPS_MARGIN", "")
+    return int(value) if value.isdigit() and 0 < int(value) <= 3600 else 120
+
+
+# Finished transactions kept on each host (older ones are pruned at connection time).
+KEEP_TRANSACTIONS = 20
 STATUSES = ("ok", "changed", "held", "kept", "rolled_back", "failed", "unreachable", "conflict")
 
 
@@ -235,15 +244,27 @@ class Transaction:
         finally:
             self.session.close()
 
+    def boundary(self, name: str) -> None:
+        """A point between two interactions with the host (see opskit.faults)."""
+        faults.boundary(self.host.name, name, self.session)
+
     def connect(self) -> None:
         self.session.open()
         lock_seconds = self.run.hold + 3600
         result = self.session.exec(guard.hello_script(self.run.run_id if self.needs_lock else None, lock_seconds,
-                                                      read_only=self.run.options.check_mode))
+                                                      read_only=self.run.options.check_mode,
+                                                      keep=KEEP_TRANSACTIONS))
         hello = guard.parse_hello(result.stdout)
+        if hello.home is None or hello.now is None:
+            # rbash, a .bashrc that exits, a forced command: our commands never ran
+            raise RemoteCommandError(f"{self.host.name}: the host's login shell did not run opskit's commands "
+                                     f"(a restricted shell, a .bashrc that exits, a forced command?): "
+                                     f"{result.tail() or 'no output'}", result)
         if hello.home:
             self.session.home = hello.home   # saves the SFTP round trip that would ask for it
             self.outcome.home = hello.home
+        if hello.errors and self.needs_lock:
+            raise RemoteCommandError(f"{self.host.name}: {'; '.join(hello.errors)}", result)
         for run_id, lines in hello.recovered.items():
             report = guard.parse_output("\n".join(lines))
             self.add_finding(Finding(
@@ -251,6 +272,7 @@ class Transaction:
                 f"finished the rollback of run {run_id}, whose guard did not run by its deadline (state: {report.state})",
                 tuple(lines[-5:]), "the host may kill background processes; check its process killer"))
             self.step("recover", "done", f"run {run_id}: {report.state}")
+            self.journal_recovery(run_id, report)
         if self.run.options.check_mode and hello.holder:
             self.add_finding(Finding(
                 "host-locked", Severity.WARNING,
@@ -271,13 +293,28 @@ class Transaction:
             self.locked = True
             self.log({"event": "begin", "home": self.session.home})
             try:
-                self.write_guard()
-            except OpskitError:
+                # armed from the start: a controller that dies before its first change
+                # leaves a guard that gives the lock back at the deadline
+                self.write_guard(arm_seconds=self.run.hold + steps_margin(), lease=True)
+            except (OpskitError, StepFailed):
                 # e.g. the disk is full: nothing changed yet, so give the lock back at once
                 self.session.exec(guard.release_script(self.run.run_id))
                 self.locked = False
                 raise
         self.step("connect", "ok", f"{self.session.connect_seconds or 0:.2f}s")
+        self.boundary("connected")
+
+    def journal_recovery(self, run_id: str, report: guard.UndoReport) -> None:
+        """Another run's rollback finished by this connection: if this machine journalled
+        that run, record how it ended so `opskit runs` stops listing it as held."""
+        journal = self.run.journal
+        try:
+            if report.state in ("rolled_back", "conflict", "failed") and self.host.name in journal.meta(run_id)["hosts"]:
+                journal.append(run_id, self.host.name, {
+                    "event": "end", "status": report.state, "by": "recovery",
+                    "rollback": {"reason": "overdue", "state": report.state, "by": f"run {self.run.run_id}"}})
+        except (OpskitError, OSError, ValueError, KeyError, TypeError):
+            pass   # not ours, or its journal is unreadable: the host's record is what counts
 
     def check_interrupt(self) -> None:
         if self.run.interrupt.is_set():
@@ -287,7 +324,7 @@ class Transaction:
         return {"host": self.host.model_dump(), "steps": self.ctx.results, "run": {"id": self.run.run_id}}
 
     def run_steps(self, steps: tuple[Step, ...], after_rollback: bool = False) -> None:
-        for step in steps:
+        for position, step in enumerate(steps):
             if not after_rollback:
                 self.check_interrupt()
             values = self.context_values()
@@ -299,6 +336,9 @@ class Transaction:
             except template.TemplateError as exc:
                 raise StepFailed(f"{step.label}: {exc}") from None
             started = time.monotonic()
+            index = None if after_rollback else position
+            if index is not None:
+                self.boundary(f"step:{index}:start")
             try:
                 if step.kind == "probe":
                     self.do_probes(step, params)
@@ -311,6 +351,8 @@ class Transaction:
             finally:
                 if self.outcome.steps and self.outcome.steps[-1]["step"] == step.label:
                     self.outcome.steps[-1]["seconds"] = round(time.monotonic() - started, 3)
+            if index is not None:
+                self.boundary(f"step:{index}:done")
 
     def remember(self, step: Step, value: Any) -> None:
         """A step's value, for later steps' {{ steps.ID }} and — journalled — for the
@@ -374,30 +416,49 @@ class Transaction:
         self.apply(change, plan, step)
 
     def apply(self, change, plan, step: Step) -> None:
-        """Write-ahead: local journal, host records + guard, arm, then apply."""
+        """Write-ahead (local journal and a private copy of what an edit replaces; host
+        records + guard, armed), then apply on the host under the undo lock."""
         index = len(self.records)
         record = change.prepare(plan.record, self.tx_dir, index, self.ctx)
         entry = ChangeRecord(index, change.name, plan.summary, plan.diff, "planned")
         self.outcome.changes.append(entry)
         journal_record = {k: v for k, v in record.items() if k != "content"}
+        if plan.original is not None and record.get("backup_name"):
+            save_copy(self.run.journal, self.run.run_id, self.host.name, record["backup_name"], plan.original)
         self.log({"event": "intent", "index": index, "kind": change.name, "summary": plan.summary, "record": journal_record})
         self.records.append({"index": index, "kind": change.name, "summary": plan.summary, "record": journal_record})
         self.undo_bodies.append(change.undo_script(record))
-        # Until the steps are done the deadline leaves room for them; the hold proper starts
-        # when they are (see finish()), so the guard never undoes mid-transaction.
-        first = self.armed_at is None
-        self.write_guard(arm_seconds=self.run.hold + STEPS_MARGIN if first else None, require_armed=not first)
-        change.apply(record, self.ctx)
-        entry.state = "applied"
-        self.log({"event": "applied", "index": index})
-        self.record_step(step, "changed", plan.summary)
+        # The deadline leaves room for the steps from the first change on; the hold proper
+        # starts when they are done (see finish()).
+        first = not any(c.state == "applied" for c in self.outcome.changes)
+        self.write_guard(arm_seconds=self.run.hold + steps_margin() if first else None, require_armed=True)
+        self.boundary(f"write-ahead:{index}")
+        result = self.session.exec("sh -s", stdin=guard.apply_script(self.run.run_id, index, change.apply_script(record)).encode())
+        verdict, message = guard.parse_apply(result.stdout)
+        if verdict == "ok":
+            entry.state = "applied"
+            self.log({"event": "applied", "index": index})
+            self.boundary(f"applied:{index}")
+            self.record_step(step, "changed", plan.summary)
+            return
+        entry.state = "not_applied"
+        if verdict == "refused":
+            raise StepFailed(f"{step.label}: the transaction ended on the host ({message}) before this change; "
+                             "not applying it")
+        if verdict == "busy":
+            raise StepFailed(f"{step.label}: an undo of this run is under way on the host; not applying")
+        if verdict == "failed":
+            raise StepFailed(f"{step.label}: {message}")
+        raise RemoteCommandError(f"{self.host.name}: {step.label}: the apply gave no answer "
+                                 f"(exit {result.exit_status}): {result.tail()}", result)
 
-    def write_guard(self, arm_seconds: int | None = None, require_armed: bool = False) -> None:
-        """Write-ahead on the host in one exec: undo records and guard (and arm the guard for
-        the first change; check the transaction is still armed for later ones)."""
+    def write_guard(self, arm_seconds: int | None = None, require_armed: bool = False, lease: bool = False,
+                    restore: dict[str, str] | None = None) -> None:
+        """Write-ahead on the host in one exec: undo records and guard (and arm the guard;
+        check the transaction is still armed for changes)."""
         script = guard.write_ahead_script(self.run.run_id, json.dumps(self.records, indent=1),
                                           guard.guard_script(self.run.run_id, self.undo_bodies),
-                                          require_armed=require_armed, arm_seconds=arm_seconds)
+                                          require_armed=require_armed, arm_seconds=arm_seconds, restore=restore)
         result = self.session.exec("sh -s", stdin=script.encode())
         written = "OPSKIT-WRITTEN" in result.stdout.split("\n")
         refused = next((line for line in result.stdout.split("\n") if line.startswith("OPSKIT-WRITE ")), "")
@@ -408,19 +469,24 @@ class Transaction:
             raise RemoteCommandError(f"{self.host.name}: could not write the undo records on the host: "
                                      f"{(refused[len('OPSKIT-WRITE '):] or result.tail())}", result)
         if arm_seconds is not None:
-            self.armed(result, arm_seconds)
+            self.armed(result, arm_seconds, lease=lease)
 
     def arm(self, seconds: int) -> None:
         self.armed(self.session.exec(guard.arm_script(self.run.run_id, seconds)), seconds)
 
-    def armed(self, result, seconds: int) -> None:
-        """Read arm_script's answer; the hold's deadline and the guard's mechanism."""
+    def armed(self, result, seconds: int, lease: bool = False) -> None:
+        """Read arm_script's answer; the hold's deadline and the guard's mechanism. The lease
+        (armed at connection, before any change) is journalled as such, not as a hold."""
         words = next((l.split() for l in result.stdout.splitlines() if l.startswith("OPSKIT-ARMED ")), None)
         if not words or words[1] == "refused" or len(words) < 3:
             raise StepFailed(f"could not arm the guard: {' '.join(words or []) or result.tail()}")
+        deadline = time.time() + seconds
+        if lease:
+            self.log({"event": "lease", "deadline": deadline, "host_deadline": int(words[2]), "mechanism": words[1]})
+            return
         self.armed_at = time.monotonic()
         self.outcome.guard = words[1]
-        self.outcome.deadline = time.time() + seconds
+        self.outcome.deadline = deadline
         self.log({"event": "armed", "deadline": self.outcome.deadline, "host_deadline": int(words[2]), "mechanism": words[1]})
         self.run.observer.host_step(self.host.name, "guard", "armed", f"{words[1]}, undoes in {seconds}s")
 
@@ -461,6 +527,7 @@ class Transaction:
             self.outcome.status = "changed" if report.state == "kept" else "failed"
             return
         self.arm(self.run.hold)   # the hold window starts now that the changes are verified
+        self.boundary("hold")
         if self.run.options.detach:
             self.outcome.status = "held"
             return
@@ -503,6 +570,7 @@ class Transaction:
             self.outcome.status = status if reason != "hold_ended" else "ok"
             return
         self.step("rollback", "running", reason)
+        self.boundary("rollback:start")
         report = None
         for attempt in (1, 2):
             try:
@@ -512,6 +580,8 @@ class Transaction:
                     self.session.close()
                     self.session.open()
                 report = self.guard_call("now")
+                if report.state == "missing" and self.records:
+                    report = self.rebuild_and_undo()
                 break
             except TransportError as exc:
                 if attempt == 2:
@@ -521,7 +591,10 @@ class Transaction:
                                              "detail": f"could not reach the host to roll back ({exc}); "
                                                        "the guard undoes it by the deadline"}
                     return
+        self.boundary("rollback:done")
         self.apply_undo_report(report, reason)
+        if report.state in ("rolled_back", "kept", "conflict"):
+            drop_copies(self.run.journal, self.run.run_id, self.host.name)
         if report.state == "conflict":
             self.outcome.status = "conflict"
         elif report.state in ("rolled_back", "done"):
@@ -533,6 +606,21 @@ class Transaction:
         self.step("rollback", report.state or "unknown", "")
         if report.state in ("rolled_back", "conflict") and self.records:
             self.run_after_rollback()
+
+    def rebuild_and_undo(self) -> guard.UndoReport:
+        """The host lost this transaction's folder (a cleanup script, a restore from backup,
+        a quota purge of dot-dirs): re-create its undo records, guard and backups from the
+        local journal, then undo. Says so loudly."""
+        copies = load_copies(self.run.journal, self.run.run_id, self.host.name)
+        self.write_guard(restore=copies)
+        report = self.guard_call("now")
+        self.add_finding(Finding(
+            "host-records-lost", Severity.ERROR,
+            f"~/.opskit/tx/{self.run.run_id} disappeared from the host during the transaction; opskit re-created "
+            f"its undo records from the local journal and rolled back (state: {report.state})",
+            (), "find what removes files under ~/.opskit on this host (cleanup cron job, backup restore, quota purge) "
+                "and exclude that folder"))
+        return report
 
     def verify_after_rollback(self, results: dict[str, Any]) -> None:
         """Run the playbook's after_rollback steps on an open session (for `opskit rollback`)."""
@@ -582,6 +670,47 @@ def exit_code(outcomes: dict[str, HostOutcome], interrupted: bool) -> int:
     for outcome in outcomes.values():
         if outcome.status in ("failed", "unreachable", "conflict"):
             return ExitCode.HOST_FAILED
-        if outcome.status == "rolled_back" and (outcome.rollback or {}).get("reason") != "hold_ended":
+        # rolled back at the end of its hold, or on an admin's request from another
+        # terminal (`opskit rollback RUN`): both as intended
+        if outcome.status == "rolled_back" and (outcome.rollback or {}).get("reason") not in ("hold_ended", "rollback"):
             return ExitCode.HOST_FAILED
     return ExitCode.OK
+
+
+# -- private local copies of what edits replace (to rebuild lost host records) --------
+def _copies_dir(journal: Journal, run_id: str, host: str):
+    return journal.run_dir(run_id) / f"{host}.files"
+
+
+def save_copy(journal: Journal, run_id: str, host: str, name: str, data: bytes) -> None:
+    folder = _copies_dir(journal, run_id, host)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+    fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def load_copies(journal: Journal, run_id: str, host: str) -> dict[str, str]:
+    """{backup name: text} for the copies that can travel in a here-document (text without NUL)."""
+    folder = _copies_dir(journal, run_id, host)
+    out = {}
+    for file in sorted(folder.iterdir()) if folder.exists() else ():
+        data = file.read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue   # its undo reports the backup missing: a conflict for a human, nothing overwritten
+        if "\x00" not in text:
+            out[file.name] = text
+    return out
+
+
+def drop_copies(journal: Journal, run_id: str, host: str) -> None:
+    folder = _copies_dir(journal, run_id, host)
+    for file in folder.iterdir() if folder.exists() else ():
+        file.unlink(missing_ok=True)
+    if folder.exists():
+        folder.rmdir()

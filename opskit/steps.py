@@ -1,8 +1,8 @@
 """The three kinds of step a playbook is made of, and the registry of them.
 
     Probe  = a POSIX sh snippet + a pure parser of its output (read-only).
-    Change = inspect the world, plan (pure), apply, and a sh undo snippet the
-             guard on the host can run without us.
+    Change = inspect the world, plan (pure), a sh apply snippet and a sh undo
+             snippet the guard on the host can run without us.
     Check  = a verification that returns passed / failed / error.
 
 Each kind declares a pydantic `Params` model so playbook mistakes are caught
@@ -68,6 +68,8 @@ class Plan:
     diff:     unified diff for file edits (empty otherwise)
     record:   everything apply() and the undo snippet need (JSON-able)
     blocked:  why it must not go ahead (the transaction fails, nothing changed)
+    original: the bytes an edit replaces; the controller keeps a private copy so it can
+              rebuild the host's undo records if they are lost there
     """
 
     summary: str
@@ -75,6 +77,7 @@ class Plan:
     noop: str | None = None
     diff: str = ""
     blocked: str | None = None
+    original: bytes | None = None
 
 
 class Change:
@@ -86,10 +89,14 @@ class Change:
         raise NotImplementedError
 
     def prepare(self, record: dict, tx_dir: str, index: int, ctx: Context) -> dict:
-        """Store what undo needs on the host before apply (e.g. a backup copy). Returns the record."""
+        """Name what undo needs on the host (backup, temp files) in the record before
+        anything is written. Pure. Returns the record."""
         return record
 
-    def apply(self, record: dict, ctx: Context) -> None:
+    def apply_script(self, record: dict) -> str:
+        """POSIX sh body that makes the change, calling `applied MSG` or `apply_failed MSG`.
+        It runs inside guard.apply_script: under the undo lock, only while the transaction
+        is armed, so it never lands after the guard or a rollback ended the transaction."""
         raise NotImplementedError
 
     def undo_script(self, record: dict) -> str:

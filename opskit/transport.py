@@ -22,6 +22,7 @@ from typing import Iterator
 import paramiko
 from fabric import Config, Connection
 
+from opskit import faults
 from opskit.errors import AuthError, HostKeyError, RemoteCommandError, TransportError, UnreachableError
 from opskit.inventory import Host
 
@@ -130,6 +131,8 @@ class Session:
     def open(self) -> "Session":
         if self._conn is not None and self._conn.is_connected:
             return self
+        if faults.refuses(self.host.name):
+            raise UnreachableError(f"{self.host.name}: the network is down (fault injection: partition)")
         started = time.monotonic()
         conn = self._connection()
         known_hosts = Path(os.path.expanduser(self.host.known_hosts))
@@ -176,12 +179,13 @@ class Session:
                 f"Check the fingerprint, then run again with --accept-new-host-keys to record it in {known_hosts}"
             ) from None
         except paramiko.BadHostKeyException as exc:
-            hop = exc.hostname.replace("[", "").replace("]", "")
-            hop = hop if ":" in hop else f"{hop}:22"
+            # paramiko names the host without its port; known_hosts keys a non-22 port as [host]:port
+            host, port = _hop_address(conn, exc.hostname)
+            entry = host if port == 22 else f"[{host}]:{port}"
             raise HostKeyError(
-                f"HOST KEY CHANGED for {hop}: known_hosts has {exc.expected_key.get_name()} "
+                f"HOST KEY CHANGED for {host}:{port}: known_hosts has {exc.expected_key.get_name()} "
                 f"{exc.expected_key.fingerprint}, the server offered {exc.key.fingerprint}. Refusing to connect "
-                f"(possible man-in-the-middle). If the change is expected: ssh-keygen -f {known_hosts} -R '{exc.hostname}'"
+                f"(possible man-in-the-middle). If the change is expected: ssh-keygen -f {known_hosts} -R '{entry}'"
             ) from None
         except paramiko.AuthenticationException as exc:
             raise AuthError(f"authentication failed for {conn.user}@{where}: {exc}") from None
@@ -206,6 +210,15 @@ class Session:
         if transport is None or not transport.is_active():
             raise UnreachableError(f"{self.host.name}: the SSH connection was lost")
         return transport
+
+    def sever(self) -> None:
+        """Cut the connection under paramiko's feet, as a network failure would (fault tests)."""
+        try:
+            sock = self._conn.client.get_transport().sock if self._conn else None
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass
 
     def close(self) -> None:
         for closer in (self._sftp, self._conn):
@@ -236,12 +249,16 @@ class Session:
                 channel.sendall(stdin)
             channel.shutdown_write()
             # stdout to EOF, then stderr (paramiko buffers stderr meanwhile).
-            stdout = _read_all(channel.recv, started + timeout)
-            stderr = _read_all(channel.recv_stderr, started + timeout)
+            stdout = _read_all(channel.recv, started + timeout, self.host.name, "stdout")
+            stderr = _read_all(channel.recv_stderr, started + timeout, self.host.name, "stderr")
             if not channel.status_event.wait(max(0.0, started + timeout - time.monotonic())):
                 raise socket.timeout()
             status = channel.recv_exit_status()
             channel.close()
+            if status == -1:
+                # paramiko's answer when the channel closed without an exit status: the
+                # connection was cut mid-command, whatever the output says so far
+                raise EOFError("the channel closed without an exit status")
         except socket.timeout:
             raise UnreachableError(f"{self.host.name}: command timed out after {timeout:g}s") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -371,15 +388,43 @@ class Session:
             pass
 
 
-def _read_all(recv, deadline: float) -> bytes:
+# No answer of ours is near this; a login shell that prints without end is cut off here
+# instead of filling the controller's memory.
+MAX_OUTPUT = 32 * 1024 * 1024
+
+
+def _read_all(recv, deadline: float, host: str = "", what: str = "output") -> bytes:
     chunks = []
+    size = 0
     while True:
         if time.monotonic() > deadline:
             raise socket.timeout()
         chunk = recv(65536)
         if not chunk:
             return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_OUTPUT:
+            raise OutputTooLarge(f"{host}: the host sent more than {MAX_OUTPUT // (1024 * 1024)} MiB on {what}; "
+                                 "stopped reading (a login script printing without end?)")
         chunks.append(chunk)
+
+
+class OutputTooLarge(RemoteCommandError):
+    def __init__(self, message: str):
+        super().__init__(message)
+
+
+def _hop_address(conn: Connection, name: str) -> tuple[str, int]:
+    """(host, port) of the target or ProxyJump hop that paramiko calls `name`."""
+    bare = name.strip("[").split("]")[0] if name.startswith("[") else name
+    hop = conn
+    while isinstance(hop, Connection):
+        if hop.host == bare:
+            return bare, int(hop.port)
+        hop = hop.gateway
+    if name.startswith("[") and "]:" in name:
+        return bare, int(name.rsplit(":", 1)[1])
+    return bare, int(conn.port) if bare == conn.host else 22
 
 
 def _secret_from_env(name: str, what: str) -> str:

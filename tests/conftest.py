@@ -47,7 +47,9 @@ def lab(tmp_path_factory):
             pytest.fail(f"{tool} is not installed: apt-get install openssh-server (see .ci/run)")
     # pytest's own temp dirs are 0700: the hosts' users could not reach their homes there.
     base = Path(tempfile.mkdtemp(prefix="opskit-lab-"))
-    the_lab = Lab(base, count=4, prefix="opskit-t", subnet="127.0.11.").start()
+    # another checkout's suite (a helper's) may run beside this one: it picks its own users and addresses
+    the_lab = Lab(base, count=4, prefix=os.environ.get("OPSKIT_LAB_PREFIX", "opskit-t"),
+                  subnet=os.environ.get("OPSKIT_LAB_SUBNET", "127.0.11.")).start()
     yield the_lab
     the_lab.stop()
     the_lab.remove_users()
@@ -148,3 +150,17 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "co
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def cron_daemon(hosts):
+    """A real cron daemon (Debian's /usr/sbin/cron, lab/cron.py) running only the lab hosts'
+    users' crontabs, for one test. Function scope on purpose: while it runs, a guard whose
+    detached process was killed is finished by cron within a minute, which the tests of the
+    next-connection recovery must not see; and it starts in about a second. Requested after
+    `hosts`, so it loads the users' crontabs after `hosts` emptied them."""
+    from lab.cron import CronDaemon
+
+    daemon = CronDaemon([host.user for host in hosts.hosts]).start()
+    yield daemon
+    daemon.stop()

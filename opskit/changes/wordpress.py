@@ -53,8 +53,9 @@ class PluginActivation(Change):
         return Plan(f"record {plugin} as {state}; restore that state on undo", record=record,
                     diff=f"  {plugin}: {state} (kept {state} after undo)\n")
 
-    def apply(self, record: dict, ctx: Context) -> None:
+    def apply_script(self, record: dict) -> str:
         """Nothing to change: the record, written ahead, is the point."""
+        return f"applied {quote('recorded the activation state of ' + record['plugin'])}"
 
     def undo_script(self, record: dict) -> str:
         return activation_undo(record)

@@ -238,15 +238,16 @@ def test_write_undo_file_removed_since(box, area):
     assert not path.exists()
 
 
-def test_write_undo_fails_when_the_backup_is_gone(box, area):
+def test_write_undo_is_a_conflict_when_the_backup_is_gone(box, area):
+    # retrying cannot bring a lost backup back: a human decides, nothing is overwritten
     path = area / "www.conf"
     path.write_bytes(ORIGINAL)
     record = edit_record(box, path)
     apply(record)
     Path(record["backup"]).unlink()
     report = undo(box, WriteFile().undo_script(record))
-    assert report.state == "failed"
-    assert report.steps[0] == ("failed", f"could not restore {path}")
+    assert report.state == "conflict"
+    assert report.steps[0] == ("conflict", f"the backup of {path} is missing or damaged; left {path} as opskit wrote it")
     assert path.read_text() == NEW
     assert not Path(str(path) + ".opskit-restore").exists()
 

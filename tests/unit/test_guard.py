@@ -10,6 +10,7 @@ import stat
 import subprocess
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -132,12 +133,18 @@ def test_messages_with_shell_text_are_printed_not_run(box):
 
 
 # -- keep / finish ---------------------------------------------------------------------
+def identity(pid: int) -> str:
+    """What the guard records of a process: its pid and start time (/proc/PID/stat field 22)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return f"{pid} {fields[19]}\n"
+
+
 def test_keep_disarms_without_undoing(box):
     tx = box.install(RUN, guard_script(RUN, [counting(box, 0, "undone", "zero")]), deadline=int(time.time()) + 600)
     box.take_lock(RUN, expires=int(time.time()) + 600)
     box.crontab.write_text(f"0 5 * * * backup.sh\n* * * * * sh g cron # opskit-guard {RUN}\n")
     waiting = box.sleeper()
-    (tx / "guard.pid").write_text(f"{waiting.pid}\n")
+    (tx / "guard.pid").write_text(identity(waiting.pid))
     proc = box.guard(RUN, "keep")
     assert undo_lines(proc.stdout) == ["OPSKIT-STATE kept"]
     assert box.state(RUN) == "kept"
@@ -216,7 +223,7 @@ def test_busy_while_another_undo_of_the_run_is_alive(box):
     tx = box.install(RUN, guard_script(RUN, [counting(box, 0, "undone", "zero")]))
     holder = box.sleeper()
     (tx / "undo.lock").mkdir()
-    (tx / "undo.lock" / "pid").write_text(f"{holder.pid}\n")
+    (tx / "undo.lock" / "pid").write_text(identity(holder.pid))
     proc = box.guard(RUN, "now")
     assert proc.returncode == 75 and proc.stdout == "OPSKIT-STATE busy\n"
     assert ran(box, 0) == 0 and box.state(RUN) == "armed"
@@ -236,7 +243,7 @@ def test_run_guard_waits_for_a_busy_undo_then_reports(box):
     tx = box.install(RUN, guard_script(RUN, [counting(box, 0, "undone", "zero")]))
     holder = box.sleeper()
     (tx / "undo.lock").mkdir()
-    (tx / "undo.lock" / "pid").write_text(f"{holder.pid}\n")
+    (tx / "undo.lock" / "pid").write_text(identity(holder.pid))
     proc = box.run(run_guard(RUN, "now", wait=0.6))
     assert proc.returncode == 75 and "OPSKIT-STATE busy" in proc.stdout
     holder.kill()
@@ -287,9 +294,10 @@ def test_arm_schedules_a_detached_guard_and_a_crontab_line(box, wait_for):
     proc = box.run(arm_script(RUN, 1))
     assert proc.returncode == 0, proc.stderr
     words = proc.stdout.split()
-    assert words[0] == "OPSKIT-ARMED" and words[1] == "detached+crontab"
+    # no cron daemon runs beside the box: the crontab line alone would never fire
+    assert words[0] == "OPSKIT-ARMED" and words[1] == "detached+crontab-no-daemon"
     assert before + 1 <= int(words[2]) <= int(time.time()) + 1
-    assert (tx / "mechanism").read_text().strip() == "detached+crontab"
+    assert (tx / "mechanism").read_text().strip() == "detached+crontab-no-daemon"
     table = box.crontab.read_text()
     assert table.startswith("0 5 * * * backup.sh\n") and table.count(f"# opskit-guard {RUN}") == 1
     # the detached guard undoes at the deadline with nobody watching
@@ -297,6 +305,16 @@ def test_arm_schedules_a_detached_guard_and_a_crontab_line(box, wait_for):
              timeout=8, what="the detached guard to roll back and remove its crontab line")
     assert ran(box, 0) == 1
     assert stat.S_IMODE(os.stat(tx / "deadline").st_mode) == 0o600
+
+
+def test_arm_says_crontab_only_when_a_cron_daemon_is_seen(box):
+    box.install(RUN, guard_script(RUN, []), state="open")
+    box.crontab.write_text("")
+    fake_ps = box.bin / "ps"
+    fake_ps.write_text("#!/bin/sh\nprintf 'systemd\\ncron\\nsshd\\n'\n")
+    fake_ps.chmod(0o755)
+    proc = box.run(arm_script(RUN, 600))
+    assert proc.stdout.split()[:2] == ["OPSKIT-ARMED", "detached+crontab"], proc.stdout + proc.stderr
 
 
 def test_a_guard_that_fires_during_arming_leaves_no_crontab_line(box, wait_for):
@@ -307,7 +325,7 @@ def test_a_guard_that_fires_during_arming_leaves_no_crontab_line(box, wait_for):
     box.extra_env["FAKE_CRONTAB_DELAY"] = "0.5"   # a slow crontab(1) widens the window
     proc = box.run(arm_script(RUN, 0))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[:2] == ["OPSKIT-ARMED", "detached+crontab"]
+    assert proc.stdout.split()[:2] == ["OPSKIT-ARMED", "detached+crontab-no-daemon"]
     # the guard prints its final state after disarm() has rewritten the crontab
     log = tx / "guard.log"
     wait_for(lambda: log.exists() and "OPSKIT-STATE rolled_back" in log.read_text(), timeout=8,
@@ -338,7 +356,7 @@ def test_the_final_state_is_written_after_disarm(box, wait_for, mode, state, fin
 def test_arm_refuses_a_finished_transaction(box):
     box.install(RUN, guard_script(RUN, []), state="rolled_back")
     proc = box.run(arm_script(RUN, 60))
-    assert proc.returncode == 3 and proc.stdout == "OPSKIT-ARMED refused rolled_back\n"
+    assert proc.returncode == 3 and proc.stdout == "\nOPSKIT-ARMED refused rolled_back\n"
     assert box.state(RUN) == "rolled_back"
 
 
@@ -473,9 +491,10 @@ def test_hello_does_not_steal_a_lock_being_taken(box):
 
 
 def test_hello_does_not_take_the_lock_of_a_failed_rollback(box):
-    # a failed undo keeps its guard scheduled for a retry: the host is not free
+    # a failed undo keeps its guard scheduled for a retry: the host is not free while the
+    # retry (every connection makes one) still fails
     deadline = int(time.time()) - 60
-    box.install(OTHER, guard_script(OTHER, []), state="failed", deadline=deadline)
+    box.install(OTHER, guard_script(OTHER, ["failed 'still cannot rename it back'"]), state="failed", deadline=deadline)
     for expires in (int(time.time()) + 600, int(time.time()) - 600):
         box.lock.exists() or box.take_lock(OTHER)
         (box.lock / "expires").write_text(f"{expires}\n")
@@ -536,7 +555,7 @@ NASTY_TEXT = "line $(touch PWNED) `touch PWNED2` 'q' \"d\" \\back\nOPSKIT_EOF_\n
 def test_write_ahead_writes_both_files_verbatim_and_private(box):
     tx = box.install(RUN, "old guard", state="open")
     proc = box.run(write_ahead_script(RUN, NASTY_TEXT, "#!/bin/sh\necho guard\n", require_armed=False, arm_seconds=None))
-    assert proc.stdout.split("\n")[0] == "OPSKIT-WRITTEN", proc.stdout + proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["", "OPSKIT-WRITTEN"], proc.stdout + proc.stderr
     assert (tx / "records.json").read_text() == NASTY_TEXT + "\n"   # a final newline is added, nothing else
     assert (tx / "guard.sh").read_text() == "#!/bin/sh\necho guard\n"
     assert stat.S_IMODE((tx / "records.json").stat().st_mode) == 0o600
@@ -557,7 +576,7 @@ def test_write_ahead_for_the_first_change_arms(box):
     tx = box.install(RUN, guard_script(RUN, []), state="open")
     proc = box.run(write_ahead_script(RUN, "[]", guard_script(RUN, []), require_armed=False, arm_seconds=600))
     lines = proc.stdout.split("\n")
-    assert lines[0] == "OPSKIT-WRITTEN"
+    assert lines[:2] == ["", "OPSKIT-WRITTEN"]
     assert any(line.startswith("OPSKIT-ARMED detached") for line in lines), proc.stdout
     assert box.state(RUN) == "armed"
     assert int((tx / "deadline").read_text()) >= int(time.time()) + 590
