@@ -8,6 +8,7 @@ do the work and have no error handling of their own.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -144,13 +145,13 @@ def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hol
     from opskit import inventory as inv
     from opskit import playbook as pb
     from opskit import report
-    from opskit.duration import parse_duration
+    from opskit.duration import MAX_HOLD, parse_duration
     from opskit.journal import Journal, new_run_id
     from opskit.runner import Run, RunOptions, exit_code
 
     book = pb.load(playbook, tuple(playbook_path))
     try:
-        hold_seconds = parse_duration(hold) if hold is not None else None
+        hold_seconds = parse_duration(hold, maximum=MAX_HOLD) if hold is not None else None
     except ValueError as exc:
         raise InputError(f"--hold: {exc}") from None
     if hold_seconds is not None and hold_seconds < 1:
@@ -192,8 +193,13 @@ def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hol
     ctx.exit(exit_code(outcomes, run.interrupt.is_set()))
 
 
+# SIGHUP is the terminal or the SSH session to the admin's machine going away: by default it
+# kills the controller mid-change, so it is an interrupt like Ctrl-C and SIGTERM (roll back).
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class _interrupts:
-    """SIGINT/SIGTERM set the run's interrupt event; workers roll back. A second
+    """SIGINT/SIGTERM/SIGHUP set the run's interrupt event; workers roll back. A second
     Ctrl-C does not abandon the rollback: it only says that it is running."""
 
     def __init__(self, event: threading.Event, console):
@@ -201,13 +207,21 @@ class _interrupts:
 
     def handler(self, signum, frame):
         if self.event.is_set():
-            self.console.print("[yellow]rollback in progress — waiting for it to finish (SIGKILL would leave it to the guard)[/]")
+            self._say("[yellow]rollback in progress — waiting for it to finish (SIGKILL would leave it to the guard)[/]")
             return
         self.event.set()
-        self.console.print("[yellow]interrupted: rolling back every host…[/]")
+        self._say("[yellow]interrupted: rolling back every host…[/]")
+
+    def _say(self, text: str) -> None:
+        # after SIGHUP the terminal is gone and writing fails (EIO): an exception raised in a
+        # signal handler would surface in the middle of the run instead of letting it roll back
+        try:
+            self.console.print(text)
+        except (OSError, ValueError):
+            pass
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in INTERRUPT_SIGNALS:
             self.previous[sig] = signal.signal(sig, self.handler)
         return self
 
@@ -243,7 +257,10 @@ def runs_cmd(show_all, as_json):
     from opskit.journal import Journal
     from opskit.settle import list_runs
 
-    rows = list_runs(Journal.default(), show_all)
+    skipped: list[str] = []
+    rows = list_runs(Journal.default(), show_all, skipped)
+    for line in skipped:
+        click.echo(f"opskit: warning: {line}", err=True)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -265,6 +282,13 @@ def runs_cmd(show_all, as_json):
             deadline = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(row["deadline"])) + f" ({when})"
         table.add_row(row["run_id"], row["playbook"], row["host"], row["state"], str(row["changes"]), deadline)
     Console().print(table)
+    states = {row["state"] for row in rows}
+    if "stale" in states:
+        click.echo("stale: its controller died; the host's guard undoes what it changed and gives the lock back "
+                   "at the deadline (`opskit rollback RUN` does it now)")
+    if "expired" in states:
+        click.echo("expired: the guard's deadline passed and this machine was not told how it ended; "
+                   "`opskit rollback RUN` checks the host and finishes it if needed")
 
 
 def _settle(ctx, run_id: str, hosts: tuple[str, ...], inventory: str | None, mode: str, as_json: bool, accept_new: bool) -> int:
@@ -395,8 +419,22 @@ def main(argv: list[str] | None = None) -> None:
         from opskit.journal import state_dir
 
         file = state_dir() / "last-error.txt"
-        file.write_text(traceback.format_exc())
+        text = traceback.format_exc()
+        try:
+            _write_private(file, text)
+            where = f"The traceback is in {file}"
+        except OSError as exc:
+            click.echo(text, err=True)
+            where = f"The traceback is above (it could not be saved to {file}: {exc.strerror or exc})"
         click.echo(f"opskit: unexpected error: {sys.exc_info()[1]!r}\n"
-                   f"The traceback is in {file}; please attach it to a bug report (or run with --traceback).", err=True)
+                   f"{where}; please attach it to a bug report (or run with --traceback).", err=True)
         sys.exit(ExitCode.HOST_FAILED)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _write_private(file, text: str) -> None:
+    """Write a 0600 file whatever the umask (a traceback shows hosts, paths and arguments)."""
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fd, 0o600)   # open's mode is masked by the umask, and an older file keeps its own
+        fh.write(text)

@@ -90,6 +90,11 @@ def check_http_url(value: str) -> str:
     return value
 
 
+# Numbers are strict: YAML's `true` is not port 1, and `.inf`, `nan` or `1e308` seconds would
+# only fail later, inside a socket call. The upper bounds are far beyond any real setting.
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+
 IpText = Annotated[str, AfterValidator(check_ip)]
 HttpUrlText = Annotated[str, AfterValidator(check_http_url)]
 Endpoint53 = Annotated[str, AfterValidator(lambda v: (parse_endpoint(v, 53), v)[1])]
@@ -115,7 +120,7 @@ class WordPressSettings(_Strict):
 class CdnSettings(_Strict):
     provider: str | None = None      # keycdn, cloudflare, bunny, ... (free text, shown in reports)
     hostname: str | None = None      # the CDN hostname asset URLs are rewritten to
-    timeout: int | None = Field(default=None, gt=0)  # seconds the CDN edge waits for the origin
+    timeout: Annotated[int, Field(strict=True, gt=0, le=86400)] | None = None  # seconds the CDN edge waits for the origin
 
 
 class DnsSettings(_Strict):
@@ -135,21 +140,22 @@ class Host(_Strict):
     address: str | None = None       # SSH address; or ssh_alias
     ssh_alias: str | None = None     # a Host entry of ssh_config (HostName, Port, User, IdentityFile, ProxyJump)
     ssh_config: str | None = None    # which ssh_config file to read (default ~/.ssh/config)
-    port: int | None = Field(default=None, ge=1, le=65535)
+    port: Port | None = None
     user: str | None = None
     identity_file: str | None = None
     use_agent: bool = True
     password_env: str | None = None      # name of an environment variable holding the SSH password
     passphrase_env: str | None = None    # name of an environment variable holding the key passphrase
     known_hosts: str = "~/.ssh/known_hosts"
-    connect_timeout: float = Field(default=10.0, gt=0)
-    command_timeout: float = Field(default=120.0, gt=0)
+    connect_timeout: Annotated[Seconds, Field(le=3600)] = 10.0
+    command_timeout: Annotated[Seconds, Field(le=7 * 86400)] = 120.0
     wordpress: WordPressSettings = WordPressSettings()
     origin: HttpUrlText | None = None   # http://ip:port where the web server answers directly
     cdn: CdnSettings = CdnSettings()
     dns: DnsSettings = DnsSettings()
     logs: dict[str, str] = {}        # name → log file path on the host
     vars: dict[str, Any] = {}        # free-form values playbooks can refer to as host.vars.NAME
+    secret_names: list[str] = []     # more names whose values are masked in diffs (opskit.redact)
 
     @field_validator("address")
     @classmethod

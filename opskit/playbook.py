@@ -9,7 +9,7 @@
         id: wp                         # results are available as {{ steps.wp... }}
         probes: [wordpress]            # or probe: NAME | change: NAME | check: NAME
         with: {root: "{{ host.wordpress.root }}"}
-        when: "{{ steps.x.found }}"    # run only when this reference is truthy
+        when: "{{ steps.x.found }}"    # run only when this reference is true (template.truthy: "false", "no", "0" are not)
         on_fail: stop | warn           # checks: stop (default: roll back) or only report
     after_rollback: [ ...checks run after an undo... ]
 
@@ -28,8 +28,9 @@ from pydantic import BaseModel, ValidationError
 
 from opskit import steps as step_kinds
 from opskit import template, yamlsrc
-from opskit.duration import parse_duration
+from opskit.duration import MAX_HOLD, parse_duration
 from opskit.errors import InputError, PlaybookError
+from opskit.inventory import Host
 
 BUILTIN_DIR = Path(__file__).parent / "playbooks"
 STEP_KEYS = {"name", "id", "probe", "probes", "change", "check", "with", "when", "on_fail", "finding"}
@@ -111,7 +112,7 @@ def load(name: str, extra: tuple[str, ...] = ()) -> Playbook:
     if changes not in ("none", "temporary", "permanent"):
         raise fail(("changes",), "must be none, temporary or permanent")
     try:
-        hold = parse_duration(data.get("hold", "15m"))
+        hold = parse_duration(data.get("hold", "15m"), maximum=MAX_HOLD)
     except ValueError as exc:
         raise fail(("hold",), str(exc)) from None
     if not isinstance(data.get("steps"), list) or not data["steps"]:
@@ -168,6 +169,10 @@ def _step(located, path: tuple, raw: Any, ids: set[str], fail) -> Step:
             raise fail(path + where, f"{{{{ {ref} }}}}: references start with host., steps. or run.")
         if root == "steps" and ref.split(".")[1:2] and ref.split(".")[1] not in ids:
             raise fail(path + where, f"{{{{ {ref} }}}}: no earlier step has id {ref.split('.')[1]!r}")
+        if root == "host":
+            problem = _host_field_problem(ref)
+            if problem:
+                raise fail(path + where, f"{{{{ {ref} }}}}: {problem}")
     _validate_params([table[name].Params for name in names], params, path, fail)
     step_id = raw.get("id")
     if step_id is not None:
@@ -183,7 +188,28 @@ def _step(located, path: tuple, raw: Any, ids: set[str], fail) -> Step:
     if not isinstance(finding, dict) or set(finding) - {"cause", "advice", "severity"}:
         raise fail(path + ("finding",), "a mapping with cause, severity and advice")
     label = raw.get("name") or f"{kind} {', '.join(names)}"
-    return Step(kind, tuple(names), str(label), step_id, params, raw.get("when"), on_fail, finding, located.line_of(path))
+    when = None if when is None else template.Condition(when)
+    return Step(kind, tuple(names), str(label), step_id, params, when, on_fail, finding, located.line_of(path))
+
+
+def _host_field_problem(ref: str) -> str | None:
+    """Why `host.A.B...` names no inventory field, or None. Checked when the playbook loads,
+    so a typo fails before any connection, not once per host after connecting; the
+    free-form parts (host.vars.*, host.logs.*) are only known per host."""
+    model: type[BaseModel] = Host
+    walked = ["host"]
+    for part in ref.split(".")[1:]:
+        fields = model.model_fields
+        if part not in fields:
+            close = difflib.get_close_matches(part, list(fields), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else f" (fields: {', '.join(fields)})"
+            return f"{'.'.join(walked)} has no field {part!r}{hint}"
+        walked.append(part)
+        inner = fields[part].annotation
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return None   # a value, a list or a free-form mapping: nothing more to check here
+        model = inner
+    return None
 
 
 def params_for(model: type[BaseModel], params: dict) -> dict:

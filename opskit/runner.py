@@ -29,6 +29,7 @@ from opskit.findings import Finding, Severity
 from opskit.inventory import Host
 from opskit.journal import Journal
 from opskit.playbook import Playbook, Step, params_for
+from opskit.redact import mask_secrets
 from opskit.steps import CHANGES, CHECKS, PROBES, Context
 from opskit.transport import Session
 
@@ -244,6 +245,11 @@ class Transaction:
         finally:
             self.session.close()
 
+    def shown(self, diff: str) -> str:
+        """A diff as output and journals show it: secret values (DB_PASSWORD, keys, salts,
+        the inventory's secret_names) masked."""
+        return mask_secrets(diff, self.host.secret_names)
+
     def boundary(self, name: str) -> None:
         """A point between two interactions with the host (see opskit.faults)."""
         faults.boundary(self.host.name, name, self.session)
@@ -338,7 +344,7 @@ class Transaction:
             started = time.monotonic()
             index = None if after_rollback else position
             if index is not None:
-                self.boundary(f"step:{index}:start")
+                self.boundary(f"step:{index}:{step.kind}:start")
             try:
                 if step.kind == "probe":
                     self.do_probes(step, params)
@@ -352,7 +358,7 @@ class Transaction:
                 if self.outcome.steps and self.outcome.steps[-1]["step"] == step.label:
                     self.outcome.steps[-1]["seconds"] = round(time.monotonic() - started, 3)
             if index is not None:
-                self.boundary(f"step:{index}:done")
+                self.boundary(f"step:{index}:{step.kind}:done")
 
     def remember(self, step: Step, value: Any) -> None:
         """A step's value, for later steps' {{ steps.ID }} and — journalled — for the
@@ -410,7 +416,7 @@ class Transaction:
             self.record_step(step, "noop", plan.noop)
             return
         if self.run.options.check_mode:
-            self.outcome.changes.append(ChangeRecord(None, change.name, plan.summary, plan.diff, "planned"))
+            self.outcome.changes.append(ChangeRecord(None, change.name, plan.summary, self.shown(plan.diff), "planned"))
             self.record_step(step, "would change", plan.summary)
             return
         self.apply(change, plan, step)
@@ -420,7 +426,7 @@ class Transaction:
         records + guard, armed), then apply on the host under the undo lock."""
         index = len(self.records)
         record = change.prepare(plan.record, self.tx_dir, index, self.ctx)
-        entry = ChangeRecord(index, change.name, plan.summary, plan.diff, "planned")
+        entry = ChangeRecord(index, change.name, plan.summary, self.shown(plan.diff), "planned")
         self.outcome.changes.append(entry)
         journal_record = {k: v for k, v in record.items() if k != "content"}
         if plan.original is not None and record.get("backup_name"):
@@ -611,8 +617,7 @@ class Transaction:
         """The host lost this transaction's folder (a cleanup script, a restore from backup,
         a quota purge of dot-dirs): re-create its undo records, guard and backups from the
         local journal, then undo. Says so loudly."""
-        copies = load_copies(self.run.journal, self.run.run_id, self.host.name)
-        self.write_guard(restore=copies)
+        self.write_guard(restore=load_copies(self.run.journal, self.run.run_id, self.host.name))
         report = self.guard_call("now")
         self.add_finding(Finding(
             "host-records-lost", Severity.ERROR,
@@ -675,6 +680,19 @@ def exit_code(outcomes: dict[str, HostOutcome], interrupted: bool) -> int:
         if outcome.status == "rolled_back" and (outcome.rollback or {}).get("reason") not in ("hold_ended", "rollback"):
             return ExitCode.HOST_FAILED
     return ExitCode.OK
+
+
+def rebuild_script(journal: Journal, run_id: str, host: str) -> str | None:
+    """The write-ahead that re-creates a transaction lost on the host, from this machine's
+    journal (its intents and private copies); None when this machine journalled no change."""
+    intents = [e for e in journal.events(run_id, host) if e.get("event") == "intent"]
+    if not intents:
+        return None
+    records = [{k: e.get(k) for k in ("index", "kind", "summary", "record")} for e in intents]
+    bodies = [CHANGES[e["kind"]]().undo_script(e["record"]) for e in intents]
+    return guard.write_ahead_script(run_id, json.dumps(records, indent=1), guard.guard_script(run_id, bodies),
+                                    require_armed=False, arm_seconds=None,
+                                    restore=load_copies(journal, run_id, host))
 
 
 # -- private local copies of what edits replace (to rebuild lost host records) --------

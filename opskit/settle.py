@@ -8,6 +8,7 @@ terminal while the original `opskit run` is still waiting, or after it died.
 from __future__ import annotations
 
 import fnmatch
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from opskit.inventory import Host
 from opskit.journal import Journal, host_state
 from opskit.playbook import Playbook
 from opskit.playbook import load as load_playbook
-from opskit.runner import HostOutcome, Run, RunOptions, Transaction
+from opskit.runner import HostOutcome, Run, RunOptions, Transaction, rebuild_script
 from opskit.transport import Session
 
 
@@ -64,6 +65,16 @@ def settle(journal: Journal, run_id: str, patterns: tuple[str, ...], mode: str, 
             with Session(host, accept_new) as session:
                 result = session.exec(guard.run_guard(run_id, mode))
                 report = guard.parse_output(result.stdout)
+                rebuilt = False
+                if report.state == "missing" and mode == "revert" and not _ended(journal, run_id, host.name):
+                    # the host lost the transaction's folder: this machine's journal still has
+                    # every undo record (and copies of what edits replaced)
+                    script = rebuild_script(journal, run_id, host.name)
+                    if script is not None:
+                        session.exec("sh -s", stdin=script.encode())
+                        result = session.exec(guard.run_guard(run_id, mode))
+                        report = guard.parse_output(result.stdout)
+                        rebuilt = True
                 if playbook and playbook.after_rollback and report.state in ("rolled_back", "conflict"):
                     verified = verify(journal, run_id, playbook, host, session)
         except TransportError as exc:
@@ -78,6 +89,9 @@ def settle(journal: Journal, run_id: str, patterns: tuple[str, ...], mode: str, 
             state, detail = "locked", f"the host is locked by run {holder}; end that run first"
         else:
             detail = "; ".join(f"{o}: {m}" for o, m in report.steps.values()) or result.tail()
+            if rebuilt:
+                detail = ("the host had lost this run's records (~/.opskit removed?); re-created them from the "
+                          "local journal — " + detail)
         steps = {str(k): {"outcome": o, "message": m} for k, (o, m) in sorted(report.steps.items())}
         if state in ("kept", "rolled_back", "conflict", "failed", "done"):
             status = {"done": "ok"}.get(state, state)
@@ -86,7 +100,17 @@ def settle(journal: Journal, run_id: str, patterns: tuple[str, ...], mode: str, 
         return SettleResult(host.name, state, detail, steps, verified)
 
     with ThreadPoolExecutor(max_workers=min(20, max(1, len(hosts)))) as pool:
-        return list(pool.map(one, hosts))
+        results = list(pool.map(one, hosts))
+    if meta.get("adopted") and all(r.state == "missing" for r in results):
+        # a run id no host knows (a typo?): do not keep it as if it were a run
+        journal.forget(run_id)
+    return results
+
+
+def _ended(journal: Journal, run_id: str, host: str) -> bool:
+    """This machine knows the host's part of the run ended for good (nothing to rebuild)."""
+    return any(e.get("event") == "end" and e.get("status") in ("rolled_back", "kept", "ok")
+               for e in journal.events(run_id, host))
 
 
 def _playbook(meta: dict) -> Playbook | None:
@@ -106,19 +130,47 @@ def verify(journal: Journal, run_id: str, playbook: Playbook, host: Host, sessio
     return transaction.outcome
 
 
-def list_runs(journal: Journal, show_all: bool = False) -> list[dict]:
-    """Runs with their per-host state; by default only runs with something still held or running."""
+def list_runs(journal: Journal, show_all: bool = False, skipped: list[str] | None = None) -> list[dict]:
+    """Runs with their per-host state; by default only runs with something still held or running.
+
+    A run whose run.json is corrupt is left out, so it cannot hide the others; `skipped`
+    (when given) gets one line per such run, naming it and why.
+    """
+    from opskit.journal import CorruptRunError   # here: the rest of this module is being reworked
+
     rows = []
     now = time.time()
     for run_id in journal.run_ids():
-        meta = journal.meta(run_id)
+        try:
+            meta = journal.meta(run_id)
+        except CorruptRunError as exc:
+            if skipped is not None:
+                skipped.append(f"skipped run {run_id}: run.json is corrupt ({exc.reason}): {exc.file}")
+            continue
         for host in meta["hosts"]:
             state = host_state(journal.events(run_id, host))
             if state["state"] == "held" and state["deadline"] and state["deadline"] < now:
                 state["state"] = "expired"   # the guard should have undone it; `opskit rollback` verifies
-            # a run that died before changing anything has nothing to hold
+            elif state["state"] == "running" and not _controller_alive(journal.events(run_id, host)):
+                # its controller died: the guard undoes at the deadline and gives the lock back
+                state["state"] = "expired" if state["deadline"] and state["deadline"] < now else "stale"
+            # a live run that changed nothing yet has nothing to hold
             idle = state["state"] == "running" and not state["changes"]
-            if not show_all and (idle or state["state"] not in ("held", "running", "expired")):
+            if not show_all and (idle or state["state"] not in ("held", "running", "expired", "stale")):
                 continue
-            rows.append({"run_id": run_id, "playbook": meta["playbook"], "host": host, **state})
+            rows.append({"run_id": run_id, "playbook": str(meta.get("playbook", "?")), "host": host, **state})
     return rows
+
+
+def _controller_alive(events: list[dict]) -> bool:
+    """Is the process that journalled these events (on this machine) still running?"""
+    pids = [e.get("pid") for e in events if isinstance(e.get("pid"), int)]
+    if not pids:
+        return True   # nothing says who wrote them: do not call it dead
+    try:
+        os.kill(pids[-1], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -4,6 +4,10 @@ A reference is a dotted path into the context: host.wordpress.root,
 steps.wp.root, run.id. A parameter that is exactly one reference takes the
 referenced value as is (a list stays a list, None stays None); otherwise each
 reference is turned into text inside the string.
+
+A step's `when:` is a Condition: rendering it gives True or False by `truthy`,
+which reads text the way YAML does ("false", "no", "off", "0", "" and "null"
+are false), since host.vars and probe results often hold such text.
 """
 
 from __future__ import annotations
@@ -17,6 +21,23 @@ ROOTS = ("host", "steps", "run")
 
 class TemplateError(ValueError):
     pass
+
+
+FALSE_TEXT = frozenset({"", "false", "no", "off", "0", "none", "null", "~"})
+
+
+def truthy(value: Any) -> bool:
+    """Python truthiness, except that text means what it says in YAML: "false" is false."""
+    if isinstance(value, str):
+        return value.strip().lower() not in FALSE_TEXT
+    return bool(value)
+
+
+class Condition(str):
+    """The text of a `when:`; render() turns it into a bool (see truthy). Still a str,
+    so it prints, compares and serialises as the text the playbook has."""
+
+    __slots__ = ()
 
 
 def references(value: Any) -> list[str]:
@@ -47,6 +68,8 @@ def lookup(path: str, context: dict[str, Any]) -> Any:
 
 
 def render(value: Any, context: dict[str, Any]) -> Any:
+    if isinstance(value, Condition):
+        return truthy(render(str(value), context))
     if isinstance(value, str):
         whole = REF.fullmatch(value.strip())
         if whole:

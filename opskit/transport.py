@@ -271,6 +271,12 @@ class Session:
         if self._sftp is None:
             try:
                 self._sftp = self.transport.open_sftp_client()
+            except paramiko.sftp.SFTPError as exc:
+                raise RemoteCommandError(
+                    f"{self.host.name}: SFTP does not work on this host ({exc}): its login shell prints "
+                    "something for non-interactive sessions (a .bashrc or .profile echo?), which corrupts "
+                    "SFTP (OpenSSH's sftp and scp fail the same way); print only in interactive shells "
+                    "(`case $- in *i*) ...; esac`)") from None
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise UnreachableError(f"{self.host.name}: cannot open SFTP: {exc}") from None
         return self._sftp

@@ -195,7 +195,8 @@ def write_undo(record: dict) -> str:
         r = quote(record.get("restore_temp") or path + ".opskit-restore")
         mode = format(record["orig_mode"], "o")
         owner = record.get("orig_owner")
-        keep = f" && keep_owner {r} {quote(owner)}" if owner else ""
+        keep = (f" && {{ keep_owner {r} {quote(owner)} || {{ _err={quote('cannot give it its owner:group ' + owner)}; false; }}; }}"
+                if owner else "")
         same = new == record["orig_sha256"]   # only the mode was changed
         restore_ok = f"undone {quote('restored ' + path)}"
         return cleanup + (
@@ -204,8 +205,8 @@ def write_undo(record: dict) -> str:
             + (f"elif [ \"$cur\" = {new} ]; then chmod {mode} {f} && {restore_ok} || failed {quote('could not restore the mode of ' + path)}\n" if same else
                f"elif [ \"$cur\" = {new} ]; then\n"
                f"  if [ \"$(digest {backup})\" != {record['orig_sha256']} ]; then conflict {quote('the backup of ' + path + ' is missing or damaged; left ' + path + ' as opskit wrote it')}\n"
-               f"  elif cp {backup} {r}{keep} && chmod {mode} {r} && mv -f {r} {f}; then {restore_ok}\n"
-               f"  else rm -f {r}; failed {quote('could not restore ' + path)}; fi\n"
+               f"  elif _err=$(cp {backup} {r} 2>&1){keep} && _err=$(chmod {mode} {r} 2>&1 && mv -f {r} {f} 2>&1); then {restore_ok}\n"
+               f"  else rm -f {r}; failed {quote('could not restore ' + path + ': ')}\"$_err\"; fi\n"
                f"elif [ \"$cur\" = {record['orig_sha256']} ]; then not_applied {quote(path + ' has its original content')}\n")
             + f"else conflict {quote(path + ' changed since opskit wrote it; left as is; original kept in ' + record['backup'])}; fi"
         )

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from opskit.steps import Check, CheckResult, Context, Verdict, register
+from opskit.template import truthy
 
 
 class PathParams(BaseModel):
@@ -165,7 +166,7 @@ class Http(Check):
 
 class RequireParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    value: object = None          # usually a {{ reference }}; passes when truthy
+    value: object = None          # usually a {{ reference }}; passes when true (template.truthy: "false" is not)
     message: str = "a required condition is false"
 
 
@@ -177,6 +178,6 @@ class Require(Check):
     Params = RequireParams
 
     def run(self, params: RequireParams, ctx: Context) -> CheckResult:
-        if params.value:
+        if truthy(params.value):
             return CheckResult(Verdict.PASSED, "condition holds", params.value, True)
         return CheckResult(Verdict.FAILED, params.message, params.value, True)

@@ -29,7 +29,8 @@ def new_fence() -> str:
 def build_batch(snippets: list[tuple[str, str]], fence: str) -> str:
     """One sh script running each (probe id, snippet) in a subshell between fences."""
     token(fence)
-    parts = []
+    # a newline first: a login banner printed without one must not swallow the first fence
+    parts = ["echo\n"]
     for probe_id, snippet in snippets:
         token(probe_id)
         parts.append(

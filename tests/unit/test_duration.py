@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from opskit.duration import format_duration, parse_duration
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+WEEK = 7 * 86400   # opskit.duration.MAX_HOLD
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -61,3 +62,27 @@ def test_format_then_parse_round_trips_to_the_shown_precision(seconds):
 def test_bare_number_is_seconds(seconds):
     assert parse_duration(str(seconds)) == seconds
     assert parse_duration(seconds) == seconds
+
+
+@pytest.mark.parametrize("text", ["99999999999999999999s", "99999999999999999999", "8d", "7d1s", "169h", 604801,
+                                  "1" + "0" * 5000, "1" + "0" * 5000 + "s"])
+def test_parse_refuses_more_than_the_maximum(text):
+    with pytest.raises(ValueError, match=r"^too long: .* is more than 7 days$"):
+        parse_duration(text, maximum=WEEK)
+
+
+@pytest.mark.parametrize("text", ["7d", "168h", "604800", 604800, "1s", "15m"])
+def test_parse_accepts_up_to_the_maximum(text):
+    assert parse_duration(text, maximum=WEEK) <= 7 * 86400
+
+
+def test_parse_refuses_absurdly_long_numbers_even_without_a_maximum():
+    # int() of thousands of digits is slow, then refused by Python with a message about int limits
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration("9" * 5000)
+
+
+@pytest.mark.parametrize("text", ["١٢", "１２s", "²"])
+def test_parse_refuses_non_ascii_digits(text):
+    with pytest.raises(ValueError, match="90s"):
+        parse_duration(text)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -445,3 +446,55 @@ top:
     }
     assert located.line_of(("top", "block_list", 5, "deeper")) == 4
     assert located.where(("nope",)) == f"{path}:1"
+
+
+# -- yamlsrc: aliases and nesting are bounded --------------------------------------------
+def test_yamlsrc_refuses_a_billion_laughs_fast():
+    started = time.perf_counter()
+    with pytest.raises(InputError) as caught:
+        inventory.load(BAD / "alias-bomb.yaml")
+    assert time.perf_counter() - started < 0.5
+    assert re.match(re.escape(str(BAD / "alias-bomb.yaml")) + r":\d+:\d+: refused: aliases expand", str(caught.value))
+
+
+def nested(kind: str, depth: int) -> str:
+    inner = "[" * depth + "]" * depth if kind == "list" else "{a: " * depth + "1" + "}" * depth
+    return f"hosts:\n  a:\n    address: 192.0.2.1\n    vars: {{x: {inner}}}\n"
+
+
+@pytest.mark.parametrize("kind", ["list", "map"])
+@pytest.mark.parametrize("depth", [65, 5000])
+def test_yamlsrc_refuses_deep_nesting_with_file_and_line(tmp_path, kind, depth):
+    path = write(tmp_path, nested(kind, depth))
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:4:\d+: refused: values nest more than 64 levels deep$"):
+        inventory.load(path)
+
+
+@pytest.mark.parametrize("kind", ["list", "map"])
+def test_yamlsrc_accepts_nesting_up_to_the_limit(tmp_path, kind):
+    # 64 levels in all: the document, hosts, a, vars, x, then 59 more
+    host = inventory.load(write(tmp_path, nested(kind, 59))).hosts["a"]
+    value = host.vars["x"]
+    for _ in range(58):
+        value = value[0] if kind == "list" else value["a"]
+    assert value == ([] if kind == "list" else {"a": 1})
+
+
+def test_yamlsrc_counts_nesting_through_aliases(tmp_path):
+    # each alias is shallow, but what it stands for nests deeper and deeper
+    lines = ["hosts:", "  a:", "    address: 192.0.2.1", "    vars:", "      l0: &l0 " + "[" * 30 + "]" * 30]
+    lines += [f"      l{i}: &l{i} [*l{i - 1}]" for i in range(1, 40)]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=rf"{re.escape(str(path))}:\d+:\d+: refused: alias \*l\d+ nests values more than 64"):
+        inventory.load(path)
+
+
+def test_yamlsrc_aliases_and_merge_keys_of_a_real_fleet_still_load(tmp_path):
+    hosts = "\n".join(f"  site{i}: {{<<: *common, address: 192.0.2.{i % 250 + 1}}}" for i in range(500))
+    # (an anchor on the groups' vars, merged into 500 hosts: 500 aliases, about 3000 values)
+    path = write(tmp_path, "groups:\n  all: {hosts: [], vars: &common {user: deploy, port: 2222, "
+                           "logs: {nginx: /var/log/nginx/error.log}}}\n"
+                           f"hosts:\n{hosts}\n")
+    fleet = inventory.load(path)
+    assert len(fleet.hosts) == 500
+    assert {(h.user, h.port, h.logs["nginx"]) for h in fleet.hosts.values()} == {("deploy", 2222, "/var/log/nginx/error.log")}

@@ -43,15 +43,19 @@ def test_host_state_does_not_change_the_events():
     assert events == [{"event": "armed", "deadline": 1}]
 
 
+# run.json's shape: hosts maps each host's name to its connection settings (runner.start_journal)
+META = {"playbook": "disable-cdn", "hosts": {"site1": {"name": "site1", "address": "192.0.2.1"}}}
+
+
 @pytest.fixture
 def journal(tmp_path):
     j = Journal(tmp_path / "runs")
-    j.create(RUN, {"playbook": "disable-cdn", "hosts": ["site1"]})
+    j.create(RUN, META)
     return j
 
 
 def test_create_and_meta(journal):
-    assert journal.meta(RUN) == {"playbook": "disable-cdn", "hosts": ["site1"]}
+    assert journal.meta(RUN) == META
     folder = journal.run_dir(RUN)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE((folder / "run.json").stat().st_mode) == 0o600
@@ -160,3 +164,130 @@ def test_state_dir_honours_the_environment(tmp_path, monkeypatch):
 
 def test_meta_is_plain_json(journal):
     assert json.loads((journal.run_dir(RUN) / "run.json").read_text())["playbook"] == "disable-cdn"
+
+
+# -- run ids and host names become paths: only the shapes opskit makes ----------------------
+NOT_RUN_IDS = ["../../x", "../x", "..", ".", "", "/etc", "x/../../y", "20260101-000000-abcd/../../x",
+               "20260101-000000-abcd/x", "20260101-000000-ABCD", "20260101-000000-abcd\n", "nope", "-rf"]
+
+
+@pytest.mark.parametrize("run_id", NOT_RUN_IDS)
+@pytest.mark.parametrize("call", [
+    lambda j, r: j.run_dir(r), lambda j, r: j.meta(r), lambda j, r: j.create(r, META),
+    lambda j, r: j.append(r, "site1", {"event": "note"}), lambda j, r: j.events(r, "site1"),
+], ids=["run_dir", "meta", "create", "append", "events"])
+def test_every_method_refuses_what_is_not_a_run_id(journal, run_id, call):
+    with pytest.raises(InputError, match="not a run id") as caught:
+        call(journal, run_id)
+    assert "20260101-093000-1a2b" in str(caught.value)   # what a run id looks like
+
+
+def test_a_run_id_cannot_reach_a_run_json_outside_the_journal(journal, tmp_path):
+    # `opskit rollback ../x` once loaded this file and connected with its settings
+    crafted = tmp_path / "x"
+    crafted.mkdir()
+    (crafted / "run.json").write_text(json.dumps({"hosts": {"h": {"name": "h", "ssh_alias": "evil"}}}))
+    with pytest.raises(InputError, match="not a run id"):
+        journal.meta("../x")
+    with pytest.raises(InputError, match="not a run id"):
+        journal.append("../x", "h", {"event": "end"})
+    assert not (crafted / "h.jsonl").exists()
+
+
+def test_a_run_folder_that_is_a_symlink_out_of_the_journal_is_refused(journal, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "run.json").write_text(json.dumps(META))
+    (journal.root / "20260101-000000-eeee").symlink_to(elsewhere)
+    with pytest.raises(InputError, match="leads outside"):
+        journal.meta("20260101-000000-eeee")
+
+
+@pytest.mark.parametrize("host", ["../x", "../../etc/cron.d/x", "", ".hidden", "a/b", "a\n"])
+def test_host_names_are_plain_names(journal, host):
+    with pytest.raises(InputError, match="not a host name"):
+        journal.append(RUN, host, {"event": "note"})
+    with pytest.raises(InputError, match="not a host name"):
+        journal.events(RUN, host)
+
+
+def test_run_ids_skips_folders_that_are_not_named_like_runs(journal):
+    (journal.root / "not-a-run").mkdir()
+    (journal.root / "not-a-run" / "run.json").write_text(json.dumps(META))
+    assert journal.run_ids() == [RUN]
+
+
+# -- a corrupt run.json is named, never a traceback ----------------------------------------
+CORRUPT = {
+    "syntax": (b'{"playbook": "disable-cdn", "hosts": {', "not JSON"),
+    "nul-bytes": (b"\x00" * 64, "not JSON"),
+    "not-utf8": (b'{"playbook": "\xff\xfe"}', "not UTF-8"),
+    "empty": (b"", "not JSON"),
+    "no-hosts": (b'{"playbook": "disable-cdn"}', 'no "hosts" object'),
+    "hosts-a-list": (b'{"playbook": "disable-cdn", "hosts": ["site1"]}', '"hosts" is not an object'),
+    "host-not-an-object": (b'{"hosts": {"site1": 5}}', "bad entry 'site1'"),
+    "host-name-a-path": (b'{"hosts": {"../x": {}}}', "bad entry '../x'"),
+    "an-array": (b"[]", "an array, not a JSON object"),
+    "deep": (b"[" * 100_000, "not JSON"),
+}
+
+
+def corrupt(journal: Journal, run_id: str, content: bytes) -> None:
+    journal.create(run_id, META)
+    (journal.run_dir(run_id) / "run.json").write_bytes(content)
+
+
+@pytest.mark.parametrize("content, reason", CORRUPT.values(), ids=CORRUPT.keys())
+def test_meta_of_a_corrupt_run_names_the_file_and_why(journal, content, reason):
+    bad = "20260101-000000-0bad"
+    corrupt(journal, bad, content)
+    with pytest.raises(InputError) as caught:   # exit 2, one line
+        journal.meta(bad)
+    from opskit.journal import CorruptRunError
+    assert isinstance(caught.value, CorruptRunError)
+    message = str(caught.value)
+    assert str(journal.run_dir(bad) / "run.json") in message and reason in message and bad in message
+    assert caught.value.reason.startswith(reason.split(":")[0])
+    assert "\n" not in message
+    # the other runs are untouched, and still listed
+    assert journal.meta(RUN) == META
+    assert set(journal.run_ids()) == {RUN, bad}
+
+
+def test_events_skip_lines_that_are_garbage(journal):
+    with open(journal.run_dir(RUN) / "site1.jsonl", "wb") as fh:
+        fh.write(b'{"event": "applied"}\n\xff\xfe\x00garbage\n[1, 2]\n"text"\n7\n{"event": "armed", "deadline": 9}\n')
+    assert [e["event"] for e in journal.events(RUN, "site1")] == ["applied", "armed"]
+
+
+@pytest.mark.parametrize("deadline", ["soon", None, True, float("inf"), float("nan"), -1, 10**20, [1]])
+def test_host_state_ignores_a_damaged_deadline(deadline):
+    assert host_state([{"event": "applied"}, {"event": "armed", "deadline": deadline}]) == \
+        {"state": "held", "deadline": None, "changes": 1}
+
+
+# -- local state is private whatever the umask ---------------------------------------------
+@pytest.fixture
+def loose_umask():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_runs_folder_and_run_folders_are_0700_under_a_loose_umask(tmp_path, loose_umask):
+    j = Journal(tmp_path / "state" / "runs")
+    j.create(RUN, META)
+    assert stat.S_IMODE(j.root.stat().st_mode) == 0o700
+    assert stat.S_IMODE(j.run_dir(RUN).stat().st_mode) == 0o700
+
+
+def test_a_runs_folder_left_0755_is_tightened(tmp_path, loose_umask):
+    root = tmp_path / "runs"
+    root.mkdir(mode=0o755)
+    Journal(root).create(RUN, META)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+
+
+def test_state_dir_is_created_0700_under_a_loose_umask(tmp_path, monkeypatch, loose_umask):
+    monkeypatch.setenv("OPSKIT_STATE_DIR", str(tmp_path / "new-state"))
+    assert stat.S_IMODE(state_dir().stat().st_mode) == 0o700

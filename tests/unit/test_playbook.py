@@ -166,3 +166,24 @@ def test_user_folder_wins_over_builtin(tmp_path):
 def test_missing_playbook_folder(tmp_path):
     with pytest.raises(InputError, match="playbook folder not found"):
         playbook.available((str(tmp_path / "nope"),))
+
+
+@pytest.mark.parametrize("ref", ["host", "host.name", "host.port", "host.wordpress", "host.wordpress.root",
+                                 "host.cdn.timeout", "host.dns.resolvers.0", "host.vars.anything.at.all",
+                                 "host.logs.nginx_error", "host.origin"])
+def test_references_to_inventory_fields_load(tmp_path, ref):
+    path = tmp_path / "p.yaml"
+    path.write_text(f'name: x\ndescription: d\nsteps:\n  - check: require\n    with: {{value: "{{{{ {ref} }}}}"}}\n'
+                    f'    when: "{{{{ {ref} }}}}"\n')
+    assert playbook.load(str(path)).steps[0].params == {"value": f"{{{{ {ref} }}}}"}
+
+
+def test_an_unknown_host_field_is_refused_before_any_inventory_or_connection(tmp_path):
+    # `opskit run`, `show` and `list` all load the playbook first: the typo is a file:line error, exit 2
+    path = tmp_path / "p.yaml"
+    path.write_text('name: x\ndescription: d\nsteps:\n  - probe: system\n    with: {}\n  - check: path\n'
+                    '    with: {path: "{{ host.wordpress.url }}/{{ host.conect_timeout }}"}\n')
+    with pytest.raises(PlaybookError) as caught:
+        playbook.load(str(path))
+    assert str(caught.value) == (f"{path}:7: steps.1.with: {{{{ host.conect_timeout }}}}: host has no field "
+                                 "'conect_timeout' (did you mean connect_timeout, command_timeout?)")

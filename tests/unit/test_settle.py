@@ -105,3 +105,23 @@ def test_list_runs_skips_folders_that_are_not_runs(journal):
     (journal.root / "half-created").mkdir()
     (journal.root / "half-created" / "site1.jsonl").write_text('{"event": "applied"}\n')
     assert {r["run_id"] for r in list_runs(journal, show_all=True)} == {HELD, EXPIRED, IDLE, BUSY, KEPT, ROLLED}
+
+
+@pytest.mark.parametrize("content", [b'{"run_id": "x", "hosts": {', b"\x00" * 40, b'{"playbook": "facts"}', b"\xff"],
+                         ids=["syntax", "nul-bytes", "no-hosts", "not-utf8"])
+def test_list_runs_skips_a_corrupt_run_and_names_it(journal, content):
+    bad = "20260101-000000-0bad"
+    make_run(journal, bad, {"site1": [{"event": "applied"}]})
+    (journal.run_dir(bad) / "run.json").write_bytes(content)
+    skipped: list[str] = []
+    assert list_runs(journal, skipped=skipped) == list_runs(journal)   # the others, as before
+    assert {r["run_id"] for r in list_runs(journal, show_all=True)} == {HELD, EXPIRED, IDLE, BUSY, KEPT, ROLLED}
+    assert len(skipped) == 1
+    assert skipped[0].startswith(f"skipped run {bad}: run.json is corrupt (")
+    assert str(journal.run_dir(bad) / "run.json") in skipped[0]
+
+
+def test_list_runs_survives_damaged_event_lines(journal):
+    with open(journal.run_dir(HELD) / "site1.jsonl", "ab") as fh:
+        fh.write(b'\xff\x00\n[]\n{"event": "armed", "deadline": "tomorrow"}\n')
+    assert row(HELD, "site1", "held", None, 2) in list_runs(journal)
