@@ -248,7 +248,8 @@ def _arm_body(run_id: str, seconds: int) -> str:
     run = token(run_id)
     return f"""
 case $(state) in open|armed) ;; *) echo "OPSKIT-ARMED refused $(state)"; exit 3 ;; esac
-echo $(( $(date +%s) + {int(seconds)} )) > "$TX/deadline"
+# atomically: a guard reading a half-written deadline would take it as overdue
+echo $(( $(date +%s) + {int(seconds)} )) > "$TX/deadline.tmp" && mv -f "$TX/deadline.tmp" "$TX/deadline"
 set_state armed
 cp "$TX/guard.pid" "$TX/guard.pid.old" 2>/dev/null
 mech=detached

@@ -156,6 +156,7 @@ class Host(_Strict):
     logs: dict[str, str] = {}        # name → log file path on the host
     vars: dict[str, Any] = {}        # free-form values playbooks can refer to as host.vars.NAME
     secret_names: list[str] = []     # more names whose values are masked in diffs (opskit.redact)
+    keep_transactions: Annotated[int, Field(strict=True, ge=1, le=1000)] = 20   # finished ones kept on the host
 
     @field_validator("address")
     @classmethod

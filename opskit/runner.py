@@ -41,9 +41,6 @@ def steps_margin() -> int:
     value = os.environ.get("OPSKIT_STEPS_MARGIN", "")
     return int(value) if value.isdigit() and 0 < int(value) <= 3600 else 120
 
-
-# Finished transactions kept on each host (older ones are pruned at connection time).
-KEEP_TRANSACTIONS = 20
 STATUSES = ("ok", "changed", "held", "kept", "rolled_back", "failed", "unreachable", "conflict")
 
 
@@ -259,7 +256,7 @@ class Transaction:
         lock_seconds = self.run.hold + 3600
         result = self.session.exec(guard.hello_script(self.run.run_id if self.needs_lock else None, lock_seconds,
                                                       read_only=self.run.options.check_mode,
-                                                      keep=KEEP_TRANSACTIONS))
+                                                      keep=self.host.keep_transactions))
         hello = guard.parse_hello(result.stdout)
         if hello.home is None or hello.now is None:
             # rbash, a .bashrc that exits, a forced command: our commands never ran

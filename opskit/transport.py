@@ -312,11 +312,22 @@ class Session:
         except OSError as exc:
             if exc.errno is not None:
                 raise RemoteCommandError(f"{self.host.name}: {exc.strerror or exc} ({path})") from None
+            if not self._alive():
+                # paramiko's "Socket is closed" and friends: the connection, not the disk
+                raise UnreachableError(f"{self.host.name}: the SSH connection was lost ({exc})") from None
             # sftp-server reports ENOSPC / EDQUOT as a generic SSH_FX_FAILURE ("Failure")
             raise RemoteCommandError(f"{self.host.name}: SFTP refused the operation on {path} "
                                      f"({exc}; the disk may be full or over quota)") from None
         except (paramiko.SSHException, EOFError) as exc:
             raise UnreachableError(f"{self.host.name}: the SSH connection was lost ({exc})") from None
+
+    def _alive(self) -> bool:
+        try:
+            self.transport
+        except UnreachableError:
+            return False
+        channel = getattr(self._sftp, "sock", None)
+        return not (channel is not None and channel.closed)
 
     def stat(self, path: str) -> paramiko.SFTPAttributes | None:
         full = self.path(path)

@@ -146,16 +146,18 @@ class Matrix:
         fault, _, delay = case.fault.partition("+")
         spec = f"{fault}@{case.boundary}" + (f"+{delay}" if delay else "")
         result = self.cli(target, state, *self.run_args(target), env={"OPSKIT_FAULT": spec})
+        problems = []
         if result.returncode == -9:
             case.controller = "killed"
         else:
             try:
                 doc = json.loads(result.stdout)["hosts"][target.name]
                 case.controller = f"{doc['status']} ({(doc.get('rollback') or {}).get('state') or '-'})"
+                problems += self.controller_truth(case, doc)
             except (json.JSONDecodeError, KeyError):
                 case.controller = f"exit {result.returncode}: {result.stderr.strip()[-300:]}"
+                problems.append(f"the controller printed no report: {case.controller}")
         run_id = next((p.name for p in (state / "runs").iterdir()), None) if (state / "runs").exists() else None
-        problems = []
         if run_id is None:
             problems.append("no run was journalled")
         else:
@@ -167,11 +169,28 @@ class Matrix:
             extra = target.extra_check()
             if extra:
                 problems.append(extra)
-            problems += self.runs_truth(target, state, run_id, killed=case.controller == "killed")
+            if case.controller == "killed":   # a surviving controller's own report was checked above
+                problems += self.runs_truth(target, state, run_id)
         case.ok = not problems
         case.outcome = "as it started" if case.ok else "; ".join(problems)
         case.seconds = time.monotonic() - started
         return case
+
+    @staticmethod
+    def controller_truth(case: Case, doc: dict) -> list[str]:
+        """What a surviving controller reports must match the host: after a cut it reconnects
+        and rolls back itself; after a partition the guard's deadline is what is left."""
+        problems = []
+        rollback = doc.get("rollback") or {}
+        applied = [c["summary"] for c in doc.get("changes", []) if c["state"] == "applied"]
+        if case.fault == "cut":
+            if rollback.get("state") != "rolled_back" or applied:
+                problems.append(f"after a cut the controller reports rollback {rollback}, changes applied {applied}")
+        elif case.fault == "partition" and applied and rollback.get("state") not in ("pending", "rolled_back"):
+            problems.append(f"after a partition the controller reports rollback {rollback} with changes applied")
+        if "disk may be full" in (doc.get("error") or ""):
+            problems.append(f"a lost connection reported as a full disk: {doc['error']}")
+        return problems
 
     def wait_settled(self, target: Target, run_id: str, timeout: float = HOLD + STEPS_MARGIN + 20) -> list[str]:
         tx = target.home / ".opskit" / "tx" / run_id
@@ -189,12 +208,19 @@ class Matrix:
                         f"crontab {cron!r}, {story}"]
             time.sleep(0.2)
 
-    def runs_truth(self, target: Target, state: Path, run_id: str, killed: bool) -> list[str]:
+    def runs_truth(self, target: Target, state: Path, run_id: str) -> list[str]:
         """`opskit runs` may list the run only as expired (the guard's deadline passed: nobody
         told this machine how it ended); `opskit rollback` must agree the host rolled back,
         and then `opskit runs` lists nothing."""
         problems = []
         listed = json.loads(self.cli(target, state, "runs", "--json").stdout or "[]")
+        # "held until D" is true until D (the host's clock counts whole seconds, so its guard
+        # may finish a moment before this machine's D): ask again once D has passed
+        pending = [r["deadline"] for r in listed if r["run_id"] == run_id and r["state"] in ("held", "stale")
+                   and r["deadline"] and r["deadline"] > time.time()]
+        if pending:
+            time.sleep(max(pending) - time.time() + 0.5)
+            listed = json.loads(self.cli(target, state, "runs", "--json").stdout or "[]")
         wrong = [r for r in listed if r["run_id"] == run_id and r["state"] != "expired"]
         if wrong:
             problems.append(f"`opskit runs` says {wrong}")

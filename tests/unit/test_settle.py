@@ -25,6 +25,10 @@ def make_run(journal: Journal, run_id: str, hosts: dict[str, list[dict]], playbo
 
 @pytest.fixture
 def journal(tmp_path):
+    # "now" when the test runs, not when the module was collected (the integration tests
+    # before these take longer than the deadlines below)
+    global NOW
+    NOW = int(time.time())
     j = Journal(tmp_path / "runs")
     make_run(j, HELD, {"site1": [{"event": "start"}, {"event": "applied"}, {"event": "applied"},
                                  {"event": "armed", "deadline": NOW + 600}]})
