@@ -74,13 +74,21 @@ deadline() {
   case $_d in ''|*[!0-9]*|????????????*) echo 0 ;; *) echo "$_d" ;; esac
 }
 set_state() { printf '%s\n' "$1" > "$TX/state.tmp" && mv -f "$TX/state.tmp" "$TX/state"; }
+# write "pid starttime" of this process to $1 whole: a reader never sees it empty
+record_me() { me > "$1.$$" && mv -f "$1.$$" "$1"; }
 take_undo_lock() {
-  if mkdir "$TX/undo.lock" 2>/dev/null; then me > "$TX/undo.lock/pid"; return 0; fi
-  [ -f "$TX/undo.lock/pid" ] || sleep 1   # the holder may be between its mkdir and its pid file
-  alive "$TX/undo.lock/pid" && return 1
+  if mkdir "$TX/undo.lock" 2>/dev/null; then record_me "$TX/undo.lock/pid"; return 0; fi
+  # the holder may be between its mkdir and its pid file: give it a moment
+  [ -s "$TX/undo.lock/pid" ] || sleep 1
+  if [ ! -s "$TX/undo.lock/pid" ]; then
+    # a holder that died before writing it leaves an empty lock: stale after a minute
+    [ -n "$(find "$TX/undo.lock" -maxdepth 0 -mmin +1 2>/dev/null)" ] || return 1
+  elif alive "$TX/undo.lock/pid"; then
+    return 1
+  fi
   # the previous holder died mid-undo or mid-apply (a process killer, a cut connection): take over
   mv "$TX/undo.lock" "$TX/undo.lock.stale.$$" 2>/dev/null && rm -rf "$TX/undo.lock.stale.$$"
-  mkdir "$TX/undo.lock" 2>/dev/null && me > "$TX/undo.lock/pid"
+  mkdir "$TX/undo.lock" 2>/dev/null && record_me "$TX/undo.lock/pid"
 }
 # take the undo lock, trying $1 times 0.2 s apart
 wait_undo_lock() {
@@ -148,7 +156,7 @@ disarm() {
 [ -d "$TX" ] || { echo "OPSKIT-STATE missing"; exit 0; }
 case $mode in
   wait)
-    me > "$TX/guard.pid"
+    record_me "$TX/guard.pid"
     while :; do
       [ -d "$TX" ] || exit 0
       [ "$(state)" = armed ] || exit 0

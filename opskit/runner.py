@@ -527,6 +527,8 @@ class Transaction:
         if self.run.playbook.changes == "permanent":
             report = self.guard_call("keep")
             self.mark_changes("kept")
+            if report.state == "kept":
+                drop_copies(self.run.journal, self.run.run_id, self.host.name)
             self.outcome.status = "changed" if report.state == "kept" else "failed"
             return
         self.arm(self.run.hold)   # the hold window starts now that the changes are verified
@@ -549,6 +551,8 @@ class Transaction:
                 self.outcome.status = ended["status"]
                 self.outcome.rollback = ended.get("rollback")
                 self.mark_changes("kept" if ended["status"] == "kept" else "undone")
+                if ended["status"] in ("kept", "rolled_back"):
+                    drop_copies(self.run.journal, self.run.run_id, self.host.name)
                 return
         self.roll_back("hold_ended", status="rolled_back")
 

@@ -20,7 +20,7 @@ from opskit.inventory import Host
 from opskit.journal import Journal, host_state
 from opskit.playbook import Playbook
 from opskit.playbook import load as load_playbook
-from opskit.runner import HostOutcome, Run, RunOptions, Transaction, rebuild_script
+from opskit.runner import HostOutcome, Run, RunOptions, Transaction, drop_copies, rebuild_script
 from opskit.transport import Session
 
 
@@ -93,6 +93,8 @@ def settle(journal: Journal, run_id: str, patterns: tuple[str, ...], mode: str, 
                 detail = ("the host had lost this run's records (~/.opskit removed?); re-created them from the "
                           "local journal — " + detail)
         steps = {str(k): {"outcome": o, "message": m} for k, (o, m) in sorted(report.steps.items())}
+        if state in ("kept", "rolled_back", "done"):
+            drop_copies(journal, run_id, host.name)   # the private copies of edited files are not needed any more
         if state in ("kept", "rolled_back", "conflict", "failed", "done"):
             status = {"done": "ok"}.get(state, state)
             journal.append(run_id, host.name, {"event": "end", "status": status, "by": by,

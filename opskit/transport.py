@@ -361,6 +361,7 @@ class Session:
 
         def _write() -> None:
             with self.sftp.open(temp, "wbx") as fh:
+                fh.chmod(0o600)   # sftp-server creates it 0644: private before it holds any byte
                 fh.write(data)
                 fh.flush()
             self.sftp.chmod(temp, final_mode)

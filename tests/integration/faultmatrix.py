@@ -217,9 +217,9 @@ class Matrix:
         # "held until D" is true until D (the host's clock counts whole seconds, so its guard
         # may finish a moment before this machine's D): ask again once D has passed
         pending = [r["deadline"] for r in listed if r["run_id"] == run_id and r["state"] in ("held", "stale")
-                   and r["deadline"] and r["deadline"] > time.time()]
+                   and r["deadline"]]
         if pending:
-            time.sleep(max(pending) - time.time() + 0.5)
+            time.sleep(max(0.0, max(pending) - time.time()) + 0.5)
             listed = json.loads(self.cli(target, state, "runs", "--json").stdout or "[]")
         wrong = [r for r in listed if r["run_id"] == run_id and r["state"] != "expired"]
         if wrong:

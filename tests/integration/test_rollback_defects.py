@@ -39,6 +39,9 @@ def test_opskit_rollback_rebuilds_records_the_host_lost(hosts, tmp_path, opskit)
     h2 = hosts.host("h2")
     held = opskit(*run_args(inv, "--host", "h2", "--hold", "5m", "--detach", "--json"))
     run_id = held.json["run_id"]
+    copies = tmp_path / "state" / "runs" / run_id / "h2.files"
+    assert [p.name for p in copies.iterdir()] == ["1.orig"] and (copies / "1.orig").read_text() == "original\n"
+    assert copies.stat().st_mode & 0o077 == 0 and (copies / "1.orig").stat().st_mode & 0o077 == 0
     h2.kill_user_processes()
     shutil.rmtree(h2.home / ".opskit")
     result = opskit("rollback", run_id)
@@ -46,6 +49,7 @@ def test_opskit_rollback_rebuilds_records_the_host_lost(hosts, tmp_path, opskit)
     assert "h2: rolled_back" in result.stdout and "re-created them from the local journal" in result.stdout
     assert "cannot open" not in result.stdout + result.stderr
     assert_original(h2)
+    assert not copies.exists(), "the private copy of the edited file outlived the transaction"
 
 
 def test_an_edit_that_cannot_keep_the_files_group_is_refused(hosts, tmp_path, opskit):

@@ -285,3 +285,23 @@ def test_unbounded_output_is_cut_off():
     chunks = iter([b"x" * 65536] * (MAX_OUTPUT // 65536 + 2))
     with pytest.raises(OutputTooLarge, match="more than 32 MiB"):
         _read_all(lambda n: next(chunks, b""), time.monotonic() + 60, "h1", "stdout")
+
+
+# -- the undo lock excludes while its holder is still writing its pid file -----------------
+def test_a_lock_whose_pid_file_is_being_written_is_not_taken_over(box):
+    """Seen in the fault matrix: a holder between opening its pid file and writing it left it
+    empty for a moment; a second undo took that for a dead holder and both ran at once."""
+    tx = box.install(RUN, guard_script(RUN, ["undone x"]))
+    (tx / "undo.lock").mkdir()
+    (tx / "undo.lock" / "pid").write_text("")
+    proc = box.guard(RUN, "now")
+    assert proc.returncode == 75 and parse_output(proc.stdout).state == "busy"
+    assert box.state(RUN) == "armed"
+
+
+def test_an_empty_lock_left_for_over_a_minute_is_taken_over(box):
+    tx = box.install(RUN, guard_script(RUN, ["undone x"]))
+    (tx / "undo.lock").mkdir()
+    old = time.time() - 120
+    os.utime(tx / "undo.lock", (old, old))
+    assert parse_output(box.guard(RUN, "now").stdout).state == "rolled_back"
