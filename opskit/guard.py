@@ -15,7 +15,8 @@ Layout on the host (all 0700/0600):
 
 guard.sh modes:
     wait    sleep until the deadline (detached; survives the SSH session), then run the
-            guard.sh that is on disk *then* in mode `due` (later write-aheads replace the file)
+            guard.sh that is on disk *then* in mode `wake` (later write-aheads replace the file)
+    wake    undo if still due; if a re-arm moved the deadline meanwhile, wait again
     due     undo if the transaction is armed (or its undo failed) and the deadline passed;
     cron    the same, run from the user's crontab every minute
     now     undo at once (Ctrl-C, failures, end of hold); a confirmed transaction stays kept
@@ -62,15 +63,16 @@ end_recorded() {
   [ "$_p" = "$$" ] && return 0
   kill -- "-$_p" 2>/dev/null || kill "$_p" 2>/dev/null
 }
+# read, not cat: the guard asks often, and a fork per question adds up on a busy host
 state() {
-  _s=$(cat "$TX/state" 2>/dev/null)
+  _s=; read -r _s 2>/dev/null < "$TX/state"
   case $_s in
     open|armed|kept|rolled_back|conflict|failed|done) echo "$_s" ;;
     *) if [ -f "$TX/guard.sh" ]; then echo armed; elif [ -d "$TX" ]; then echo open; else echo missing; fi ;;
   esac
 }
 deadline() {
-  _d=$(cat "$TX/deadline" 2>/dev/null)
+  _d=; read -r _d 2>/dev/null < "$TX/deadline"
   case $_d in ''|*[!0-9]*|????????????*) echo 0 ;; *) echo "$_d" ;; esac
 }
 set_state() { printf '%s\n' "$1" > "$TX/state.tmp" && mv -f "$TX/state.tmp" "$TX/state"; }
@@ -162,21 +164,29 @@ case $mode in
       [ "$(state)" = armed ] || exit 0
       now=$(date +%s); dl=$(deadline)
       [ "$now" -ge "$dl" ] && break
-      left=$((dl - now)); [ "$left" -gt 5 ] && left=5
-      sleep "$left"
+      # short naps: a re-arm that moves the deadline (earlier, at the hold's start) is seen
+      # within a second without starting a new guard
+      sleep 1
     done
     echo "guard woke at $(date +%s) for deadline $(deadline)"
     # the file on disk now holds every change written ahead since this guard started
-    exec sh "$TX/guard.sh" due ;;
+    exec sh "$TX/guard.sh" wake ;;
+  wake)
+    # a re-arm may have moved the deadline since the wait loop looked: keep waiting then
+    case $(state) in
+      failed) ;;
+      armed) [ "$(date +%s)" -ge "$(deadline)" ] || exec sh "$TX/guard.sh" wait ;;
+      *) exit 0 ;;
+    esac ;;
   due|cron)
     # a failed undo is retried at once; an armed transaction waits for its deadline
     case $(state) in failed) ;; armed) [ "$(date +%s)" -ge "$(deadline)" ] || exit 0 ;; *) exit 0 ;; esac ;;
   now|revert|keep|finish) ;;
-  *) echo "usage: guard.sh wait|due|cron|now|revert|keep|finish" >&2; exit 64 ;;
+  *) echo "usage: guard.sh wait|wake|due|cron|now|revert|keep|finish" >&2; exit 64 ;;
 esac
 # an apply or another undo of this run holds the lock: the deadline's guard waits for it,
 # the controller's call answers busy (run_guard asks again)
-case $mode in due|cron) wait_undo_lock 600 ;; *) take_undo_lock ;; esac || { echo "OPSKIT-STATE busy"; exit 75; }
+case $mode in wake|due|cron) wait_undo_lock 600 ;; *) take_undo_lock ;; esac || { echo "OPSKIT-STATE busy"; exit 75; }
 trap 'release_undo_lock' EXIT
 # revert (an admin's explicit `opskit rollback`) also undoes a confirmed transaction, and
 # retries one that ended in conflict (once a human has sorted it out; undone steps stay
@@ -259,6 +269,11 @@ case $(state) in open|armed) ;; *) echo "OPSKIT-ARMED refused $(state)"; exit 3 
 # atomically: a guard reading a half-written deadline would take it as overdue
 echo $(( $(date +%s) + {int(seconds)} )) > "$TX/deadline.tmp" && mv -f "$TX/deadline.tmp" "$TX/deadline"
 set_state armed
+# a guard of this transaction is already waiting (and a crontab line in place, if any): it
+# reads the new deadline within a second and runs the guard file on disk when it wakes
+if alive "$TX/guard.pid" && [ -s "$TX/mechanism" ]; then
+  read -r mech < "$TX/mechanism"; echo "OPSKIT-ARMED $mech $(deadline)"; exit 0
+fi
 cp "$TX/guard.pid" "$TX/guard.pid.old" 2>/dev/null
 mech=detached
 # the crontab line goes in before the detached guard starts: a guard that fires at once
@@ -434,11 +449,12 @@ def hello_script(run_id: str | None, lock_seconds: int | None, read_only: bool =
         'num() { case $1 in ""|*[!0-9]*|????????????*) echo 0 ;; *) echo "$1" ;; esac; }',
         # A guard killed by the host (shared hosts kill background jobs) leaves an armed,
         # overdue transaction, and a failed undo waits for a retry: finish them now.
+        # (builtins only in the loop: a host with many transactions pays no fork per folder)
         'for d in "$HOME"/.opskit/tx/*/; do',
         '  [ -f "$d/guard.sh" ] || continue',
-        '  r=$(basename "$d"); st=$(cat "$d/state" 2>/dev/null)',
+        '  r=${d%/}; r=${r##*/}; st=; read -r st 2>/dev/null < "$d/state"',
         '  case $st in open|kept|rolled_back|conflict|done) continue ;; esac',
-        '  dl=$(num "$(cat "$d/deadline" 2>/dev/null)")',
+        '  dl=; read -r dl 2>/dev/null < "$d/deadline"; case $dl in ""|*[!0-9]*|????????????*) dl=0 ;; esac',
         '  if [ "$st" = failed ] || [ "$now" -ge "$dl" ]; then',
         '    echo "OPSKIT-OVERDUE $r"' if read_only else
         '    sh "$d/guard.sh" due 2>&1 | sed "s/^/OPSKIT-RECOVER $r /"',
@@ -449,7 +465,8 @@ def hello_script(run_id: str | None, lock_seconds: int | None, read_only: bool =
         # finished transactions pile up (backups of edited files among them): keep the newest
         lines += [
             'ls -1 "$HOME/.opskit/tx" 2>/dev/null | sort -r | { i=0; while IFS= read -r r; do',
-            '  case $(cat "$HOME/.opskit/tx/$r/state" 2>/dev/null) in kept|rolled_back|done) ;; *) continue ;; esac',
+            '  st=; read -r st 2>/dev/null < "$HOME/.opskit/tx/$r/state"',
+            '  case $st in kept|rolled_back|done) ;; *) continue ;; esac',
             f'  i=$((i + 1)); [ "$i" -gt {int(keep)} ] && rm -rf "$HOME/.opskit/tx/$r"',
             'done; }',
         ]

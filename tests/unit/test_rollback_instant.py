@@ -305,3 +305,27 @@ def test_an_empty_lock_left_for_over_a_minute_is_taken_over(box):
     old = time.time() - 120
     os.utime(tx / "undo.lock", (old, old))
     assert parse_output(box.guard(RUN, "now").stdout).state == "rolled_back"
+
+
+# -- re-arming reuses the waiting guard -----------------------------------------------------
+def test_a_re_arm_moves_the_deadline_of_the_waiting_guard_without_a_new_one(box, wait_for):
+    tx = box.install(RUN, guard_script(RUN, ["undone x"]), state="open")
+    assert "OPSKIT-ARMED" in box.run(guard.arm_script(RUN, 600)).stdout
+    wait_for(lambda: (tx / "guard.pid").exists(), 5, "the guard to record itself")
+    first = (tx / "guard.pid").read_text()
+    started = time.time()
+    assert "OPSKIT-ARMED" in box.run(guard.arm_script(RUN, 2)).stdout   # the hold starts: sooner
+    assert (tx / "guard.pid").read_text() == first, "a second guard was started"
+    wait_for(lambda: box.state(RUN) == "rolled_back", 10, "the same guard to undo at the new deadline")
+    assert time.time() - started < 4.5
+
+
+def test_a_guard_that_wakes_as_the_deadline_moves_later_waits_again(box, wait_for):
+    tx = box.install(RUN, guard_script(RUN, ["undone x"]), deadline=int(time.time()) + 600)
+    # woke for a deadline a re-arm has just moved: it must not go away, it waits again
+    proc = subprocess.Popen([*box.argv0, str(tx / "guard.sh"), "wake"], env=box.env, cwd=box.root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    box.started.append(proc)
+    wait_for(lambda: (tx / "guard.pid").exists(), 5, "it to wait again, as the guard")
+    time.sleep(1.5)
+    assert proc.poll() is None and box.state(RUN) == "armed"
