@@ -119,11 +119,20 @@ class Box:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        # guards started by arm_script record their pid; end those we caused
+        # guards started by arm_script (they record their pid themselves, perhaps not yet):
+        # every process whose command line names this box's home is ours
+        found = subprocess.run(["pgrep", "-f", str(self.home)], capture_output=True, text=True).stdout.split()
+        for pid in found:
+            if _is_our_guard(int(pid), self.home):
+                try:
+                    os.kill(int(pid), 9)
+                except ProcessLookupError:
+                    pass
+        # and the recorded ones
         for pid_file in (self.home / ".opskit" / "tx").glob("*/guard.pid") if (self.home / ".opskit").exists() else ():
             try:
-                pid = int(pid_file.read_text().strip())
-            except ValueError:
+                pid = int(pid_file.read_text().split()[0])   # "pid starttime"
+            except (ValueError, IndexError):
                 continue
             if _is_our_guard(pid, self.home):
                 try:
