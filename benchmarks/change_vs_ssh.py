@@ -24,7 +24,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from facts_vs_ssh import (OPSKIT, BenchmarkError, machine_info, measure, print_table, run_command,  # noqa: E402
-                          summarize)
+                          stop_lab, summarize)
 from lab.sshd import Lab  # noqa: E402
 
 PREFIX = "opskit-e"
@@ -162,13 +161,7 @@ def main() -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            lab.stop()
-        finally:
-            lab.remove_users()
-            shutil.rmtree(work, ignore_errors=True)
+        stop_lab(lab, work)
 
 
 if __name__ == "__main__":

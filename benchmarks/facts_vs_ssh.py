@@ -481,14 +481,19 @@ def main() -> int:
         print("\nfacts_vs_ssh: interrupted", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not cut the clean-up short
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("stopping the lab and removing its users …", file=sys.stderr, flush=True)
-        try:
-            lab.stop()
-        finally:
-            lab.remove_users()
-            shutil.rmtree(work, ignore_errors=True)
+        stop_lab(lab, work)
+
+
+def stop_lab(lab: Lab, work: Path) -> None:
+    """Stop the lab, remove its users and its folder; a second Ctrl-C must not cut that short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        lab.stop()
+    finally:
+        lab.remove_users()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

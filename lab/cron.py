@@ -71,6 +71,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from lab.sshd import end_process
+
 CRON = shutil.which("cron") or "/usr/sbin/cron"
 UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
 # names a cron daemon runs under (Vixie/Debian, cronie, busybox, fcron, dcron)
@@ -350,13 +352,7 @@ class CronDaemon:
         """End the daemon and any job it started that is still running; the namespace (and
         everything mounted in it) goes with the last of them. Safe to call twice."""
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(5)
+            end_process(self.process)
             for pid in self._namespace_processes():
                 try:
                     os.kill(pid, signal.SIGKILL)

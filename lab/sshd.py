@@ -59,6 +59,18 @@ def wait_for_port(address: str, port: int, timeout: float = 10.0, log: Path | No
     raise RuntimeError(f"nothing listening on {address}:{port} after {timeout}s\n{tail}")
 
 
+def end_process(process: subprocess.Popen, timeout: float = 5) -> None:
+    """SIGTERM a server we started, SIGKILL it if it lingers; reap it either way."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
+
+
 def ensure_user(name: str, home: Path) -> None:
     """Create (or re-home) a login user with no password and a usable account."""
     home.mkdir(parents=True, exist_ok=True)
@@ -147,13 +159,8 @@ class SshHost:
 
     def stop(self) -> None:
         """Stop sshd (the connections it serves go with it)."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        if self.process:
+            end_process(self.process)
         self.process = None
         # sshd -D's per-connection children survive the listener; end them too.
         subprocess.run(["pkill", "-TERM", "-f", f"sshd: {self.user}"], capture_output=True)

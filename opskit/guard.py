@@ -40,6 +40,10 @@ from dataclasses import dataclass, field
 
 from opskit.shell import token
 
+# An sh case pattern for what is not an epoch a deadline can be (empty, not digits, or
+# more than 11 digits: past the year 5138, and past sh arithmetic): read as 0, overdue.
+NOT_EPOCH = '""|*[!0-9]*|????????????*'
+
 # Shared by guard.sh and the apply, arm and hello scripts. Fail safe: an unreadable
 # deadline is overdue, an unknown state of a transaction that has records is armed.
 PRELUDE = r"""umask 077
@@ -73,8 +77,10 @@ state() {
 }
 deadline() {
   _d=; read -r _d 2>/dev/null < "$TX/deadline"
-  case $_d in ''|*[!0-9]*|????????????*) echo 0 ;; *) echo "$_d" ;; esac
+  case $_d in @NOT_EPOCH@) echo 0 ;; *) echo "$_d" ;; esac
 }
+# a message on one line: line breaks in it (a path) can never forge a marker line of their own
+oneline() { printf '%s' "$1" | tr '\r\n' '  '; }
 set_state() { printf '%s\n' "$1" > "$TX/state.tmp" && mv -f "$TX/state.tmp" "$TX/state"; }
 # write "pid starttime" of this process to $1 whole: a reader never sees it empty
 record_me() { me > "$1.$$" && mv -f "$1.$$" "$1"; }
@@ -128,7 +134,7 @@ keep_owner() {
   chown "$2" "$1" 2>/dev/null || chgrp "${2#*:}" "$1" 2>/dev/null
   [ "$(owner_of "$1")" = "$2" ]
 }
-"""
+""".replace("@NOT_EPOCH@", NOT_EPOCH)
 
 GUARD_HEADER = r"""#!/bin/sh
 # opskit guard for run @RUN@ — undoes the transaction at its deadline unless confirmed.
@@ -143,7 +149,7 @@ _step=""
 _outcome=""
 # printf, not echo (dash's echo mangles backslashes); line breaks in a message (a path) are
 # folded so a message can never forge a line of its own.
-say() { printf 'OPSKIT-UNDO %s %s %s\n' "$_step" "$1" "$(printf '%s' "$2" | tr '\r\n' '  ')" | tee -a "$TX/result"; _outcome=$1; }
+say() { printf 'OPSKIT-UNDO %s %s %s\n' "$_step" "$1" "$(oneline "$2")" | tee -a "$TX/result"; _outcome=$1; }
 undone() { say undone "$*"; }
 not_applied() { say not_applied "$*"; }
 conflict() { say conflict "$*"; conflicts=$((conflicts + 1)); }
@@ -356,8 +362,8 @@ def apply_script(run_id: str, index: int, body: str) -> str:
     n = int(index)
     return (
         "printf '\\n'\n" + _header(run_id)
-        + 'applied() { printf "OPSKIT-APPLY ok %s\\n" "$(printf "%s" "$*" | tr "\\r\\n" "  ")"; exit 0; }\n'
-        + 'apply_failed() { printf "OPSKIT-APPLY failed %s\\n" "$(printf "%s" "$*" | tr "\\r\\n" "  ")"; exit 5; }\n'
+        + 'applied() { printf "OPSKIT-APPLY ok %s\\n" "$(oneline "$*")"; exit 0; }\n'
+        + 'apply_failed() { printf "OPSKIT-APPLY failed %s\\n" "$(oneline "$*")"; exit 5; }\n'
         + '[ -d "$TX" ] || { echo "OPSKIT-APPLY refused missing"; exit 3; }\n'
         + 'wait_undo_lock 100 || { echo "OPSKIT-APPLY busy"; exit 75; }\n'
         + "trap 'release_undo_lock' EXIT\n"
@@ -446,7 +452,7 @@ def hello_script(run_id: str | None, lock_seconds: int | None, read_only: bool =
         ':' if read_only else
         '{ mkdir -p "$HOME/.opskit/tx" && chmod 700 "$HOME/.opskit" "$HOME/.opskit/tx" && [ -w "$HOME/.opskit/tx" ]; } '
         '|| echo "OPSKIT-ERROR cannot create or write $HOME/.opskit (permissions, quota, read-only home?)"',
-        'num() { case $1 in ""|*[!0-9]*|????????????*) echo 0 ;; *) echo "$1" ;; esac; }',
+        f'num() {{ case $1 in {NOT_EPOCH}) echo 0 ;; *) echo "$1" ;; esac; }}',
         # A guard killed by the host (shared hosts kill background jobs) leaves an armed,
         # overdue transaction, and a failed undo waits for a retry: finish them now.
         # (builtins only in the loop: a host with many transactions pays no fork per folder)
@@ -454,7 +460,7 @@ def hello_script(run_id: str | None, lock_seconds: int | None, read_only: bool =
         '  [ -f "$d/guard.sh" ] || continue',
         '  r=${d%/}; r=${r##*/}; st=; read -r st 2>/dev/null < "$d/state"',
         '  case $st in open|kept|rolled_back|conflict|done) continue ;; esac',
-        '  dl=; read -r dl 2>/dev/null < "$d/deadline"; case $dl in ""|*[!0-9]*|????????????*) dl=0 ;; esac',
+        f'  dl=; read -r dl 2>/dev/null < "$d/deadline"; case $dl in {NOT_EPOCH}) dl=0 ;; esac',
         '  if [ "$st" = failed ] || [ "$now" -ge "$dl" ]; then',
         '    echo "OPSKIT-OVERDUE $r"' if read_only else
         '    sh "$d/guard.sh" due 2>&1 | sed "s/^/OPSKIT-RECOVER $r /"',

@@ -455,13 +455,12 @@ class Transaction:
         raise RemoteCommandError(f"{self.host.name}: {step.label}: the apply gave no answer "
                                  f"(exit {result.exit_status}): {result.tail()}", result)
 
-    def write_guard(self, arm_seconds: int | None = None, require_armed: bool = False, lease: bool = False,
-                    restore: dict[str, str] | None = None) -> None:
+    def write_guard(self, arm_seconds: int | None = None, require_armed: bool = False, lease: bool = False) -> None:
         """Write-ahead on the host in one exec: undo records and guard (and arm the guard;
         check the transaction is still armed for changes)."""
         script = guard.write_ahead_script(self.run.run_id, json.dumps(self.records, indent=1),
                                           guard.guard_script(self.run.run_id, self.undo_bodies),
-                                          require_armed=require_armed, arm_seconds=arm_seconds, restore=restore)
+                                          require_armed=require_armed, arm_seconds=arm_seconds)
         result = self.session.exec("sh -s", stdin=script.encode())
         written = "OPSKIT-WRITTEN" in result.stdout.split("\n")
         refused = next((line for line in result.stdout.split("\n") if line.startswith("OPSKIT-WRITE ")), "")
@@ -618,7 +617,9 @@ class Transaction:
         """The host lost this transaction's folder (a cleanup script, a restore from backup,
         a quota purge of dot-dirs): re-create its undo records, guard and backups from the
         local journal, then undo. Says so loudly."""
-        self.write_guard(restore=load_copies(self.run.journal, self.run.run_id, self.host.name))
+        if not rebuild_on_host(self.session, self.run.journal, self.run.run_id, self.host.name):
+            raise RemoteCommandError(f"{self.host.name}: ~/.opskit/tx/{self.run.run_id} disappeared from the host "
+                                     "and could not be re-created there; the local journal keeps the undo records")
         report = self.guard_call("now")
         self.add_finding(Finding(
             "host-records-lost", Severity.ERROR,
@@ -681,6 +682,16 @@ def exit_code(outcomes: dict[str, HostOutcome], interrupted: bool) -> int:
         if outcome.status == "rolled_back" and (outcome.rollback or {}).get("reason") not in ("hold_ended", "rollback"):
             return ExitCode.HOST_FAILED
     return ExitCode.OK
+
+
+def rebuild_on_host(session: Session, journal: Journal, run_id: str, host: str) -> bool:
+    """Re-create a transaction lost on the host (records, guard, backups; armed and overdue)
+    from this machine's journal: the controller's own rollback and `opskit rollback` both
+    come here. False when this machine journalled no change for it, or the write failed."""
+    script = rebuild_script(journal, run_id, host)
+    if script is None:
+        return False
+    return "OPSKIT-WRITTEN" in session.exec("sh -s", stdin=script.encode()).stdout.split("\n")
 
 
 def rebuild_script(journal: Journal, run_id: str, host: str) -> str | None:

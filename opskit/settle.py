@@ -20,7 +20,7 @@ from opskit.inventory import Host
 from opskit.journal import Journal, host_state
 from opskit.playbook import Playbook
 from opskit.playbook import load as load_playbook
-from opskit.runner import HostOutcome, Run, RunOptions, Transaction, drop_copies, rebuild_script
+from opskit.runner import HostOutcome, Run, RunOptions, Transaction, drop_copies, rebuild_on_host
 from opskit.transport import Session
 
 
@@ -69,9 +69,7 @@ def settle(journal: Journal, run_id: str, patterns: tuple[str, ...], mode: str, 
                 if report.state == "missing" and mode == "revert" and not _ended(journal, run_id, host.name):
                     # the host lost the transaction's folder: this machine's journal still has
                     # every undo record (and copies of what edits replaced)
-                    script = rebuild_script(journal, run_id, host.name)
-                    if script is not None:
-                        session.exec("sh -s", stdin=script.encode())
+                    if rebuild_on_host(session, journal, run_id, host.name):
                         result = session.exec(guard.run_guard(run_id, mode))
                         report = guard.parse_output(result.stdout)
                         rebuilt = True
@@ -150,10 +148,11 @@ def list_runs(journal: Journal, show_all: bool = False, skipped: list[str] | Non
                 skipped.append(f"skipped run {run_id}: run.json is corrupt ({exc.reason}): {exc.file}")
             continue
         for host in meta["hosts"]:
-            state = host_state(journal.events(run_id, host))
+            events = journal.events(run_id, host)
+            state = host_state(events)
             if state["state"] == "held" and state["deadline"] and state["deadline"] < now:
                 state["state"] = "expired"   # the guard should have undone it; `opskit rollback` verifies
-            elif state["state"] == "running" and not _controller_alive(journal.events(run_id, host)):
+            elif state["state"] == "running" and not _controller_alive(events):
                 # its controller died: the guard undoes at the deadline and gives the lock back
                 state["state"] = "expired" if state["deadline"] and state["deadline"] < now else "stale"
             # a live run that changed nothing yet has nothing to hold

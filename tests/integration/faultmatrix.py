@@ -107,9 +107,9 @@ class Matrix:
     boundaries: list[str] = field(default_factory=list)
 
     def cli(self, target: Target, state_dir: Path, *args: str, env: dict | None = None, timeout: float = 120):
-        full_env = {**os.environ, "OPSKIT_STATE_DIR": str(state_dir), "OPSKIT_STEPS_MARGIN": str(STEPS_MARGIN),
+        inherited = {k: v for k, v in os.environ.items() if k not in ("OPSKIT_FAULT", "OPSKIT_FAULT_TRACE")}
+        full_env = {**inherited, "OPSKIT_STATE_DIR": str(state_dir), "OPSKIT_STEPS_MARGIN": str(STEPS_MARGIN),
                     **(env or {})}
-        full_env.pop("OPSKIT_FAULT", None) if not env or "OPSKIT_FAULT" not in env else None
         return subprocess.run(cli_command("-i", str(target.inventory), *args), capture_output=True, text=True,
                               env=full_env, cwd=ROOT, timeout=timeout)
 

@@ -115,8 +115,11 @@ def test_changed_host_key_always_refused(hosts, tmp_path):
     inv_file = hosts.inventory(tmp_path / "inv.yaml", defaults={"known_hosts": str(kh)})
     host = inventory.load(inv_file).hosts["h1"]
     for accept_new in (False, True):
-        with pytest.raises(HostKeyError, match="HOST KEY CHANGED .*ssh-keygen -f .* -R"):
+        with pytest.raises(HostKeyError, match="HOST KEY CHANGED .*ssh-keygen -f .* -R") as caught:
             Session(host, accept_new_host_keys=accept_new).open()
+        # a non-22 port: the message names it, and the known_hosts entry ssh-keygen -R removes
+        assert f"HOST KEY CHANGED for {h.address}:{h.port}" in str(caught.value)
+        assert f"-R '[{h.address}]:{h.port}'" in str(caught.value)
     # and through the CLI: the host fails alone, marked unreachable, with the reason
     result = run_cli_json(inv_file, "facts", "--all", "--accept-new-host-keys")
     assert result["hosts"]["h1"]["status"] == "unreachable"

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.conftest import run_cli, wait_until, write_file
-from tests.integration.test_core import (assert_changed, assert_original, rename_inventory, run_args, start_run,
+from tests.integration.test_core import (assert_original, rename_inventory, run_args, start_run,
                                          wait_held)
 
 pytestmark = pytest.mark.integration
@@ -194,21 +194,3 @@ def test_check_and_json_mask_secrets_in_diffs(hosts, tmp_path, opskit):
         assert "DB_PASSWORD', '***'" in diff and "hunter2" not in result.stdout + result.stderr
     for file in (tmp_path / "state").rglob("*.jsonl"):
         assert "hunter2" not in file.read_text()
-
-
-def test_a_changed_host_key_on_another_port_names_the_entry_to_remove(hosts, tmp_path):
-    from opskit import inventory
-    from opskit.errors import HostKeyError
-    from opskit.transport import Session
-
-    other = tmp_path / "otherkey"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
-    h = hosts.hosts[0]
-    kh = tmp_path / "known_hosts_changed"
-    kh.write_text(f"[{h.address}]:{h.port} " + " ".join(other.with_suffix(".pub").read_text().split()[:2]) + "\n")
-    host = inventory.load(hosts.inventory(tmp_path / "inv.yaml", defaults={"known_hosts": str(kh)})).hosts["h1"]
-    with pytest.raises(HostKeyError) as caught:
-        Session(host).open()
-    message = str(caught.value)
-    assert f"HOST KEY CHANGED for {h.address}:{h.port}" in message
-    assert f"-R '[{h.address}]:{h.port}'" in message

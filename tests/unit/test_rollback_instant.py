@@ -36,7 +36,7 @@ def test_the_waiting_guard_runs_the_guard_file_on_disk_when_it_wakes(box, wait_f
     marks = box.root / "marks"
     marks.mkdir()
     first = guard_script(RUN, [f"touch {marks}/0; undone zero"])
-    tx = box.install(RUN, first, state="open")
+    box.install(RUN, first, state="open")
     proc = box.run(guard.arm_script(RUN, 2))
     assert "OPSKIT-ARMED" in proc.stdout, proc.stdout + proc.stderr
     # a later write-ahead replaces the file (a new inode) while the guard sleeps
