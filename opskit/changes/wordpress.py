@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from opskit import wordpress
+from opskit.stack import wordpress
 from opskit.shell import quote
 from opskit.steps import Change, Context, Plan, register
 

@@ -7,17 +7,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from opskit.shell import quote
+from opskit.stack.keyvalues import key_values
 from opskit.steps import Context, Probe, register
-
-
-def key_values(output: str) -> dict[str, str]:
-    """Pure: 'key=value' lines → dict (later keys win; other lines ignored)."""
-    values: dict[str, str] = {}
-    for line in output.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key and " " not in key:
-            values[key.strip()] = value.strip()
-    return values
 
 
 @register

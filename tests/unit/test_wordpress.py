@@ -1,5 +1,5 @@
 """WordPress plugin facts and helpers: opskit/probes/wordpress.py (config_plugin_dir, WpPlugin.parse,
-decide, plugin_findings), opskit/wordpress.py (parse_marker_json, php_command),
+decide, plugin_findings), opskit/stack/wordpress.py (parse_marker_json, php_command),
 opskit/changes/wordpress.py (activation_undo) and count_cdn_urls (opskit/checks/basic.py).
 
 WpPlugin's parser is also run on real captures by test_probe_captures.py
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from opskit import wordpress
+from opskit.stack import wordpress
 from opskit.changes.wordpress import activation_undo
 from opskit.checks.basic import count_cdn_urls
 from opskit.findings import Severity
