@@ -26,7 +26,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from opskit import yamlsrc
+from opskit import located_yaml
 from opskit.errors import InventoryError, InputError
 
 DEFAULT_INVENTORY = "inventory.yaml"
@@ -123,6 +123,25 @@ class CdnSettings(_Strict):
     timeout: Annotated[int, Field(strict=True, gt=0, le=86400)] | None = None  # seconds the CDN edge waits for the origin
 
 
+class TlsSettings(_Strict):
+    """How https checks trust the site's certificate (the environment's REQUESTS_CA_BUNDLE or
+    SSL_CERT_FILE otherwise; a CA given here wins)."""
+
+    ca_bundle: str | None = None     # PEM file of the CA(s) that signed the site's certificate; ~ is expanded
+    verify: Annotated[bool, Field(strict=True)] = True   # false: accept any certificate (reported as a warning)
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _expand(cls, v: str | None) -> str | None:
+        return None if v is None else os.path.expanduser(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TlsSettings":
+        if self.ca_bundle and not self.verify:
+            raise ValueError("ca_bundle has no effect with verify: false; keep one of them")
+        return self
+
+
 class DnsSettings(_Strict):
     domain: str | None = None
     expect: list[IpText] = []        # addresses the domain should resolve to after a move
@@ -150,8 +169,9 @@ class Host(_Strict):
     connect_timeout: Annotated[Seconds, Field(le=3600)] = 10.0
     command_timeout: Annotated[Seconds, Field(le=7 * 86400)] = 120.0
     wordpress: WordPressSettings = WordPressSettings()
-    origin: HttpUrlText | None = None   # http://ip:port where the web server answers directly
+    origin: HttpUrlText | None = None   # http(s)://ip[:port] where the web server answers directly (https: SNI for wordpress.url)
     cdn: CdnSettings = CdnSettings()
+    tls: TlsSettings = TlsSettings()
     dns: DnsSettings = DnsSettings()
     logs: dict[str, str] = {}        # name → log file path on the host
     vars: dict[str, Any] = {}        # free-form values playbooks can refer to as host.vars.NAME
@@ -245,7 +265,7 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def load(file: Path) -> Inventory:
-    located = yamlsrc.load(file, "inventory")
+    located = located_yaml.load(file, "inventory")
     data = located.data
     if data is None:
         raise InventoryError(f"{file}: the inventory is empty (it needs a 'hosts:' mapping)")
@@ -307,7 +327,7 @@ def load(file: Path) -> Inventory:
             first = exc.errors()[0]
             base = _source_of(tuple(first["loc"]), sources)
             raise InventoryError(
-                yamlsrc.describe_pydantic_error(located, base, first)
+                located_yaml.describe_pydantic_error(located, base, first)
                 + (f" (host {name})" if base[0] != "hosts" else "")
             ) from None
         except TypeError as exc:
@@ -335,7 +355,7 @@ def _source_of(loc: tuple, sources: list[tuple[tuple, dict]]) -> tuple:
     return sources[-1][0]
 
 
-def _mapping(located: yamlsrc.Located, path: tuple, value: Any) -> dict:
+def _mapping(located: located_yaml.Located, path: tuple, value: Any) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
