@@ -165,7 +165,8 @@ def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hol
         click.confirm(f"{book.name} may change {len(selected)} host(s): {', '.join(h.name for h in selected[:10])}"
                       f"{' …' if len(selected) > 10 else ''}. Go ahead?", abort=True, err=True)
     run = Run(new_run_id(), book, selected, options, Journal.default(), inventory_file=str(inventory_file.resolve()))
-    console = _stderr_console()
+    # --json prints nothing on stderr unless interrupted: rich is imported then, not at start-up
+    console = None if as_json else _stderr_console()
     if as_json:
         from opskit.runner import NullObserver
         observer = NullObserver()
@@ -202,8 +203,8 @@ class _interrupts:
     """SIGINT/SIGTERM/SIGHUP set the run's interrupt event; workers roll back. A second
     Ctrl-C does not abandon the rollback: it only says that it is running."""
 
-    def __init__(self, event: threading.Event, console):
-        self.event, self.console, self.previous = event, console, {}
+    def __init__(self, event: threading.Event, console=None):
+        self.event, self.console, self.previous = event, console, {}   # console None: made when first needed
 
     def handler(self, signum, frame):
         if self.event.is_set():
@@ -216,6 +217,8 @@ class _interrupts:
         # after SIGHUP the terminal is gone and writing fails (EIO): an exception raised in a
         # signal handler would surface in the middle of the run instead of letting it roll back
         try:
+            if self.console is None:
+                self.console = _stderr_console()
             self.console.print(text)
         except (OSError, ValueError):
             pass
@@ -255,7 +258,7 @@ def runs_cmd(show_all, as_json):
     from rich.table import Table
 
     from opskit.journal import Journal
-    from opskit.settle import list_runs
+    from opskit.transaction.held import list_runs
 
     skipped: list[str] = []
     rows = list_runs(Journal.default(), show_all, skipped)
@@ -294,7 +297,7 @@ def runs_cmd(show_all, as_json):
 def _settle(ctx, run_id: str, hosts: tuple[str, ...], inventory: str | None, mode: str, as_json: bool, accept_new: bool) -> int:
     from opskit import inventory as inv
     from opskit.journal import Journal
-    from opskit.settle import adopt, settle
+    from opskit.transaction.held import adopt, settle
 
     journal = Journal.default()
     if not (journal.run_dir(run_id) / "run.json").exists():
@@ -365,10 +368,9 @@ def inventory_group():
 @click.pass_context
 def inventory_check(ctx, inventory, hosts, groups, select_all, connect, accept_new_host_keys, forks):
     """Validate the inventory; with --connect, test each selected host."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from opskit import inventory as inv
-    from opskit.errors import TransportError
+    from opskit.errors import OpskitError as HostError
+    from opskit.runner import for_each_host
     from opskit.transport import Session
 
     file = _inventory_path(ctx, inventory)
@@ -379,18 +381,19 @@ def inventory_check(ctx, inventory, hosts, groups, select_all, connect, accept_n
     selected = loaded.select(hosts, groups, select_all or not (hosts or groups))
 
     def probe(host):
-        try:
-            with Session(host, accept_new_host_keys) as session:
-                result = session.exec("id -un")
-            return host.name, True, f"ok as {result.stdout.strip()} ({session.connect_seconds or 0:.2f}s)"
-        except TransportError as exc:
-            return host.name, False, str(exc)
+        with Session(host, accept_new_host_keys) as session:
+            result = session.exec("id -un")
+        return f"ok as {result.stdout.strip()} ({session.connect_seconds or 0:.2f}s)"
 
-    with ThreadPoolExecutor(max_workers=forks) as pool:
-        results = list(pool.map(probe, selected))
-    for name, ok, detail in results:
-        click.echo(f"{name}: {detail}")
-    ctx.exit(ExitCode.OK if all(ok for _, ok, _ in results) else ExitCode.HOST_FAILED)
+    results = for_each_host(selected, probe, forks)
+    for name, answer in results.items():
+        if isinstance(answer, HostError):
+            click.echo(f"{name}: {answer}")
+        elif isinstance(answer, BaseException):
+            click.echo(f"{name}: internal error: {type(answer).__name__}: {answer}")
+        else:
+            click.echo(f"{name}: {answer}")
+    ctx.exit(ExitCode.OK if all(isinstance(a, str) for a in results.values()) else ExitCode.HOST_FAILED)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@
     │   └── AuthError            no key or agent identity was accepted
     ├── RemoteCommandError       the host answered "no": exit status, permission denied,
     │                            no space, no such file (the step fails; the connection is fine)
+    ├── ConflictError            someone else changed what opskit was about to change or undo
     └── LockedError              another run holds the host's lock
 """
 
@@ -66,4 +67,8 @@ class RemoteCommandError(OpskitError):
 
 
 class LockedError(OpskitError):
+    pass
+
+
+class ConflictError(OpskitError):
     pass

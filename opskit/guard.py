@@ -245,17 +245,57 @@ def _header(run_id: str) -> str:
     return f"RUN={token(run_id)}\n" + PRELUDE
 
 
-def guard_script(run_id: str, undo_bodies: list[str]) -> str:
-    """The whole guard for a transaction whose steps 0..n-1 have these undo bodies."""
+# Handlers (a reload after config edits) report on their own lines; a failed one counts as a
+# failed undo, so the rollback is retried (cron, the next connection) until the server runs
+# the restored files.
+HANDLER_HELPERS = r"""
+handled() { printf 'OPSKIT-HANDLER %s ok %s\n' "$_handler" "$(oneline "$*")" | tee -a "$TX/result"; }
+handler_failed() { printf 'OPSKIT-HANDLER %s failed %s\n' "$_handler" "$(oneline "$*")" | tee -a "$TX/result"; failures=$((failures + 1)); }
+"""
+
+
+def _handler_functions(handlers: list[str]) -> str:
+    return HANDLER_HELPERS + "".join(f"handler_{i}() {{\n_handler={i}\n{body}\n}}\n" for i, body in enumerate(handlers))
+
+
+def guard_script(run_id: str, undo_bodies: list[str], handlers: list[str] | None = None) -> str:
+    """The whole guard for a transaction whose steps 0..n-1 have these undo bodies. The
+    handlers (sh bodies calling `handled` or `handler_failed`) run once after the undos, so a
+    rollback restores the files and then the running server; not before every undo
+    succeeded, and not twice."""
     run = token(run_id)
+    handlers = handlers or []
     parts = [GUARD_HEADER.replace("@RUN@", run).replace("@STEPS@", str(len(undo_bodies)))]
     for index, body in enumerate(undo_bodies):
         parts.append(f"undo_{index}() {{\n{body}\n}}\n")
+    if handlers:
+        parts.append(_handler_functions(handlers))
     parts.append(': > "$TX/result"\n')
     for index in reversed(range(len(undo_bodies))):
         parts.append(GUARD_STEP.replace("@N@", str(index)))
+    if handlers:
+        parts.append('if [ "$failures" -eq 0 ] && [ ! -e "$TX/handled" ]; then\n'
+                     + "".join(f"  handler_{i}\n" for i in range(len(handlers)))
+                     + '  [ "$failures" -eq 0 ] && : > "$TX/handled"\nfi\n')
     parts.append(GUARD_FOOTER)
     return "".join(parts)
+
+
+def handlers_script(run_id: str, handlers: list[str]) -> str:
+    """Run the handlers once after the changes applied (the controller's side; the guard runs
+    them again after undos). Prints one OPSKIT-HANDLER line per handler."""
+    return ("printf '\\n'\n" + _header(run_id) + "failures=0\n" + _handler_functions(handlers)
+            + "".join(f"handler_{i}\n" for i in range(len(handlers))))
+
+
+def parse_handlers(text: str) -> list[tuple[int, bool, str]]:
+    """Pure: OPSKIT-HANDLER lines → [(handler index, ok, message)]."""
+    out = []
+    for line in text.split("\n"):
+        parts = line.split(" ", 3)
+        if line.startswith("OPSKIT-HANDLER ") and len(parts) >= 3 and parts[1].isdigit():
+            out.append((int(parts[1]), parts[2] == "ok", parts[3] if len(parts) > 3 else ""))
+    return out
 
 
 # A cron daemon of any usual name: a crontab line without one never runs.
@@ -358,12 +398,14 @@ def apply_script(run_id: str, index: int, body: str) -> str:
     """One exec that applies step `index` only while the transaction is armed and before its
     deadline, under the undo lock: an undo (the guard, `opskit rollback`) and an apply never
     interleave, and nothing lands after the transaction ended. `body` calls `applied MSG` or
-    `apply_failed MSG`. Prints OPSKIT-APPLY ok|failed|refused|busy ..."""
+    `apply_failed MSG` (or `apply_conflict MSG`: someone else changed the target since opskit
+    read it). Prints OPSKIT-APPLY ok|failed|conflict|refused|busy ..."""
     n = int(index)
     return (
         "printf '\\n'\n" + _header(run_id)
         + 'applied() { printf "OPSKIT-APPLY ok %s\\n" "$(oneline "$*")"; exit 0; }\n'
         + 'apply_failed() { printf "OPSKIT-APPLY failed %s\\n" "$(oneline "$*")"; exit 5; }\n'
+        + 'apply_conflict() { printf "OPSKIT-APPLY conflict %s\\n" "$(oneline "$*")"; exit 5; }\n'
         + '[ -d "$TX" ] || { echo "OPSKIT-APPLY refused missing"; exit 3; }\n'
         + 'wait_undo_lock 100 || { echo "OPSKIT-APPLY busy"; exit 75; }\n'
         + "trap 'release_undo_lock' EXIT\n"
@@ -376,12 +418,43 @@ def apply_script(run_id: str, index: int, body: str) -> str:
 
 
 def parse_apply(text: str) -> tuple[str, str]:
-    """Pure: apply_script output → (verdict, message); verdict ok|failed|refused|busy|none."""
+    """Pure: apply_script output → (verdict, message); verdict ok|failed|conflict|refused|busy|none."""
     for line in text.split("\n"):
         if line.startswith("OPSKIT-APPLY "):
             parts = line.split(" ", 2)
             return parts[1], parts[2] if len(parts) > 2 else ""
     return "none", ""
+
+
+@dataclass(frozen=True)
+class WriteAheadAnswer:
+    written: bool
+    refused_state: str | None = None   # the transaction was no longer armed (its state)
+    failure: str = ""                  # why the records could not be written
+
+
+def parse_write_ahead(text: str) -> WriteAheadAnswer:
+    """Pure: write_ahead_script output → WriteAheadAnswer."""
+    lines = text.split("\n")
+    line = next((line for line in lines if line.startswith("OPSKIT-WRITE ")), "")
+    if line.startswith("OPSKIT-WRITE refused"):
+        return WriteAheadAnswer(False, line.split()[-1])
+    return WriteAheadAnswer("OPSKIT-WRITTEN" in lines, None, line[len("OPSKIT-WRITE "):])
+
+
+@dataclass(frozen=True)
+class ArmAnswer:
+    mechanism: str | None         # detached, detached+crontab...; None when refused
+    host_deadline: int | None     # the host's epoch at which the guard undoes
+    text: str                     # the answer line as printed (for errors)
+
+
+def parse_armed(text: str) -> ArmAnswer:
+    """Pure: arm_script output (also the tail of write_ahead_script's) → ArmAnswer."""
+    words = next((line.split() for line in text.split("\n") if line.startswith("OPSKIT-ARMED ")), [])
+    if len(words) < 3 or words[1] == "refused" or not words[2].isdigit():
+        return ArmAnswer(None, None, " ".join(words))
+    return ArmAnswer(words[1], int(words[2]), " ".join(words))
 
 
 def release_script(run_id: str) -> str:
@@ -412,6 +485,7 @@ class UndoReport:
 
     state: str | None = None
     steps: dict[int, tuple[str, str]] = field(default_factory=dict)   # step → (outcome, message)
+    handlers: list[tuple[int, bool, str]] = field(default_factory=list)   # (handler, ok, message)
 
     @property
     def conflicts(self) -> list[str]:
@@ -432,6 +506,7 @@ def parse_output(text: str) -> UndoReport:
                 report.steps[int(parts[1])] = (parts[2], parts[3] if len(parts) > 3 else "")
         elif line.startswith("OPSKIT-STATE "):
             report.state = line.split(" ", 1)[1].strip()
+    report.handlers = parse_handlers(text)
     return report
 
 

@@ -7,10 +7,11 @@
     steps:
       - name: Find WordPress           # label shown in progress
         id: wp                         # results are available as {{ steps.wp... }}
-        probes: [wordpress]            # or probe: NAME | change: NAME | check: NAME
+        probes: [wordpress]            # or probe: NAME | change: NAME | check: NAME | rule: NAME
         with: {root: "{{ host.wordpress.root }}"}
-        when: "{{ steps.x.found }}"    # run only when this reference is true (template.truthy: "false", "no", "0" are not)
+        when: "{{ steps.x.found }}"    # run only when this reference is true (references.truthy: "false", "no", "0" are not)
         on_fail: stop | warn           # checks: stop (default: roll back) or only report
+        finding: {cause, severity, advice, family}   # a failing check's finding
     after_rollback: [ ...checks run after an undo... ]
 
 Built-in playbooks ship in the package; --playbook-path adds folders, whose
@@ -27,19 +28,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from opskit import steps as step_kinds
-from opskit import template, yamlsrc
+from opskit import located_yaml, references
 from opskit.duration import MAX_HOLD, parse_duration
 from opskit.errors import InputError, PlaybookError
+from opskit.findings import Family
 from opskit.inventory import Host
 
 BUILTIN_DIR = Path(__file__).parent / "playbooks"
-STEP_KEYS = {"name", "id", "probe", "probes", "change", "check", "with", "when", "on_fail", "finding"}
+STEP_KEYS = {"name", "id", "probe", "probes", "change", "check", "rule", "with", "when", "on_fail", "finding"}
 
 
 @dataclass(frozen=True)
 class Step:
-    kind: Literal["probe", "change", "check"]
-    names: tuple[str, ...]          # one for change/check; one or more probes
+    kind: Literal["probe", "change", "check", "rule"]
+    names: tuple[str, ...]          # one for change/check/rule; one or more probes
     label: str
     id: str | None
     params: dict[str, Any]
@@ -93,7 +95,7 @@ def find(name: str, extra: tuple[str, ...] = ()) -> Path:
 def load(name: str, extra: tuple[str, ...] = ()) -> Playbook:
     step_kinds.load_builtin_steps()
     file = find(name, extra)
-    located = yamlsrc.load(file, "playbook")
+    located = located_yaml.load(file, "playbook")
     data = located.data
 
     def fail(path: tuple, message: str) -> PlaybookError:
@@ -122,7 +124,7 @@ def load(name: str, extra: tuple[str, ...] = ()) -> Playbook:
     after = tuple(_step(located, ("after_rollback", i), raw, ids, fail) for i, raw in enumerate(data.get("after_rollback") or []))
     for i, step in enumerate(after):
         if step.kind == "change":
-            raise fail(("after_rollback", i), "only probes and checks may run after a rollback")
+            raise fail(("after_rollback", i), "only probes and checks (and rules) may run after a rollback")
     has_changes = any(s.kind == "change" for s in steps)
     if has_changes and changes == "none":
         raise fail(("changes",), "the playbook has change steps: declare changes: temporary or permanent")
@@ -133,19 +135,19 @@ def load(name: str, extra: tuple[str, ...] = ()) -> Playbook:
 
 def _step(located, path: tuple, raw: Any, ids: set[str], fail) -> Step:
     if not isinstance(raw, dict):
-        raise fail(path, "a step is a mapping (probe:, change: or check: plus with:)")
+        raise fail(path, "a step is a mapping (probe:, change:, check: or rule: plus with:)")
     unknown = set(raw) - STEP_KEYS
     if unknown:
         raise fail(path + (sorted(unknown)[0],), f"unknown step field (expected {', '.join(sorted(STEP_KEYS))})")
-    kinds = [k for k in ("probe", "probes", "change", "check") if k in raw]
+    kinds = [k for k in ("probe", "probes", "change", "check", "rule") if k in raw]
     if len(kinds) != 1:
-        raise fail(path, "a step has exactly one of probe, probes, change, check")
+        raise fail(path, "a step has exactly one of probe, probes, change, check, rule")
     key = kinds[0]
     kind = "probe" if key == "probes" else key
     names = raw[key] if key == "probes" else [raw[key]]
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise fail(path + (key,), "must name a step kind (probes: a list of names)")
-    table = {"probe": step_kinds.PROBES, "change": step_kinds.CHANGES, "check": step_kinds.CHECKS}[kind]
+    table = step_kinds.KINDS[kind][1]
     for name in names:
         if name not in table:
             close = difflib.get_close_matches(name, list(table), n=3)
@@ -155,17 +157,17 @@ def _step(located, path: tuple, raw: Any, ids: set[str], fail) -> Step:
     if not isinstance(params, dict):
         raise fail(path + ("with",), "must be a mapping of parameters")
     try:
-        refs = [(ref, ("with",)) for ref in template.references(params)]
-    except template.TemplateError as exc:
+        refs = [(ref, ("with",)) for ref in references.references(params)]
+    except references.TemplateError as exc:
         raise fail(path + ("with",), str(exc)) from None
     when = raw.get("when")
     if when is not None:
-        if not isinstance(when, str) or not template.REF.fullmatch(when.strip()):
+        if not isinstance(when, str) or not references.REF.fullmatch(when.strip()):
             raise fail(path + ("when",), "must be a single {{ reference }}, e.g. \"{{ steps.ID.found }}\"")
-        refs += [(ref, ("when",)) for ref in template.references(when)]
+        refs += [(ref, ("when",)) for ref in references.references(when)]
     for ref, where in refs:
         root = ref.split(".")[0]
-        if root not in template.ROOTS:
+        if root not in references.ROOTS:
             raise fail(path + where, f"{{{{ {ref} }}}}: references start with host., steps. or run.")
         if root == "steps" and ref.split(".")[1:2] and ref.split(".")[1] not in ids:
             raise fail(path + where, f"{{{{ {ref} }}}}: no earlier step has id {ref.split('.')[1]!r}")
@@ -185,10 +187,12 @@ def _step(located, path: tuple, raw: Any, ids: set[str], fail) -> Step:
     if on_fail not in ("stop", "warn"):
         raise fail(path + ("on_fail",), "must be stop or warn")
     finding = raw.get("finding") or {}
-    if not isinstance(finding, dict) or set(finding) - {"cause", "advice", "severity"}:
-        raise fail(path + ("finding",), "a mapping with cause, severity and advice")
+    if not isinstance(finding, dict) or set(finding) - {"cause", "advice", "severity", "family"}:
+        raise fail(path + ("finding",), "a mapping with cause, severity and advice (and optionally family)")
+    if "family" in finding and finding["family"] not in {f.value for f in Family}:
+        raise fail(path + ("finding", "family"), f"one of {', '.join(f.value for f in Family)}")
     label = raw.get("name") or f"{kind} {', '.join(names)}"
-    when = None if when is None else template.Condition(when)
+    when = None if when is None else references.Condition(when)
     return Step(kind, tuple(names), str(label), step_id, params, when, on_fail, finding, located.line_of(path))
 
 
@@ -212,14 +216,21 @@ def _host_field_problem(ref: str) -> str | None:
     return None
 
 
+def accepted(model: type[BaseModel]) -> list[str]:
+    """The parameter names a step kind takes: its fields, under their alias when they have
+    one (`validate:` is a field pydantic's BaseModel.validate would otherwise shadow)."""
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
 def params_for(model: type[BaseModel], params: dict) -> dict:
     """The parameters one step kind takes (probes batched in one step share `with`)."""
-    return {k: v for k, v in params.items() if k in model.model_fields}
+    names = accepted(model)
+    return {k: v for k, v in params.items() if k in names}
 
 
 def _validate_params(models: list[type[BaseModel]], params: dict, path: tuple, fail) -> None:
     """Unknown names always fail; values are type-checked now unless they hold references."""
-    fields = [name for model in models for name in model.model_fields]
+    fields = [name for model in models for name in accepted(model)]
     for key in params:
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=2)
@@ -227,7 +238,7 @@ def _validate_params(models: list[type[BaseModel]], params: dict, path: tuple, f
             raise fail(path + ("with", key), f"unknown parameter{hint}")
     for model in models:
         mine = params_for(model, params)
-        literal = {k: v for k, v in mine.items() if not template.references(v)}
+        literal = {k: v for k, v in mine.items() if not references.references(v)}
         try:
             model.model_validate(literal)
         except ValidationError as exc:

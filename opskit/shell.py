@@ -9,15 +9,41 @@ inventory, a playbook or a host (paths, names, URLs) goes through `quote` (or
 from __future__ import annotations
 
 import re
+import secrets
 import shlex
 import string
 
 
+# random per process: no text from a host or an inventory can carry it by accident
+HOME_MARK = f"\x01home-{secrets.token_hex(8)}\x01"
+
+
+class HomeUnknown(ValueError):
+    """A path under the home was used in a way the host's shell cannot expand."""
+
+
+class UnderHome(str):
+    """A path under the login user's home, sent before opskit knows the home (the first exec
+    of a read-only run): `quote` turns it into "$HOME"/'rest', which the host expands.
+    Its text holds a mark, so a string made from it by hand is refused, not sent wrong."""
+
+    rest: str
+
+    def __new__(cls, rest: str) -> "UnderHome":
+        self = super().__new__(cls, HOME_MARK + ("/" + rest if rest else ""))
+        self.rest = rest
+        return self
+
+
 def quote(value: object) -> str:
     """POSIX-sh single-quoted form of str(value); safe for any byte but NUL."""
+    if isinstance(value, UnderHome):
+        return '"$HOME"' + ("/" + shlex.quote(value.rest) if value.rest else "")
     text = str(value)
     if "\x00" in text:
         raise ValueError("a NUL byte cannot be passed to a shell")
+    if HOME_MARK in text:
+        raise HomeUnknown(f"a path under the home was changed before quoting: {text!r}")
     return shlex.quote(text)
 
 

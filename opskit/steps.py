@@ -1,12 +1,15 @@
-"""The three kinds of step a playbook is made of, and the registry of them.
+"""The four kinds of step a playbook is made of, and the registry of them.
 
-    Probe  = a POSIX sh snippet + a pure parser of its output (read-only).
+    Probe  = a POSIX sh snippet + a pure parser of its output (read-only); opskit/probes/
     Change = inspect the world, plan (pure), a sh apply snippet and a sh undo
-             snippet the guard on the host can run without us.
-    Check  = a verification that returns passed / failed / error.
+             snippet the guard on the host can run without us; opskit/changes/
+    Check  = a verification that returns passed / failed / error; opskit/checks/
+    Rule   = a pure function from typed facts to findings; opskit/rules/
 
 Each kind declares a pydantic `Params` model so playbook mistakes are caught
-when the playbook loads, with file and line.
+when the playbook loads, with file and line. Step modules register themselves
+with @register and are found by walking those four packages: adding a module
+there is all it takes.
 """
 
 from __future__ import annotations
@@ -52,10 +55,6 @@ class Probe:
 
     def parse(self, output: str, exit_status: int, params: BaseModel) -> Any:
         raise NotImplementedError
-
-    def findings(self, value: Any, params: BaseModel) -> list[Finding]:
-        """Pure rule over this probe's own value (most probes have none)."""
-        return []
 
 
 # -- changes ----------------------------------------------------------------
@@ -104,6 +103,12 @@ class Change:
         `undone`, `not_applied`, `conflict` or `failed` helpers with a message."""
         raise NotImplementedError
 
+    def handlers(self, record: dict) -> list[str]:
+        """POSIX sh bodies to run once after the changes applied and once after the undos
+        (a graceful reload), each calling `handled MSG` or `handler_failed MSG`. The same
+        body from several changes runs once."""
+        return []
+
 
 # -- checks -----------------------------------------------------------------
 class Verdict(str, enum.Enum):
@@ -119,6 +124,7 @@ class CheckResult:
     observed: Any = None
     expected: Any = None
     evidence: tuple[str, ...] = ()
+    findings: tuple[Finding, ...] = ()   # what the check noticed besides its verdict (a redirect to https)
 
     @property
     def ok(self) -> bool:
@@ -128,26 +134,55 @@ class CheckResult:
 class Check:
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
+    # False for checks run from the controller alone (HTTP, DNS, a condition): a playbook
+    # made only of those never opens an SSH session
+    needs_host: ClassVar[bool] = True
 
     def run(self, params: BaseModel, ctx: Context) -> CheckResult:
+        raise NotImplementedError
+
+
+# -- rules ------------------------------------------------------------------
+class Rule:
+    """A pure function from typed facts to findings: no network, no clock, no host.
+
+    `Params` is the typed facts (filled from `with:` references to probes' and checks'
+    values, the inventory and `{{ run.now }}`); `evaluate` draws the conclusions.
+    A rule step's value is {"causes": [...], "findings": [...]} for later steps.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def evaluate(self, facts: BaseModel) -> list[Finding]:
         raise NotImplementedError
 
 
 PROBES: dict[str, type[Probe]] = {}
 CHANGES: dict[str, type[Change]] = {}
 CHECKS: dict[str, type[Check]] = {}
+RULES: dict[str, type[Rule]] = {}
+
+KINDS: dict[str, tuple[type, dict]] = {
+    "probe": (Probe, PROBES), "change": (Change, CHANGES), "check": (Check, CHECKS), "rule": (Rule, RULES)}
+STEP_PACKAGES = ("opskit.probes", "opskit.changes", "opskit.checks", "opskit.rules")
 
 
 def register(cls):
-    table = PROBES if issubclass(cls, Probe) else CHANGES if issubclass(cls, Change) else CHECKS
-    table[cls.name] = cls
-    return cls
+    for base, table in KINDS.values():
+        if issubclass(cls, base):
+            table[cls.name] = cls
+            return cls
+    raise TypeError(f"{cls.__name__} is not a Probe, Change, Check or Rule")
 
 
 def load_builtin_steps() -> None:
-    """Import the modules whose classes register themselves."""
-    import opskit.changes.files  # noqa: F401
-    import opskit.changes.wordpress  # noqa: F401
-    import opskit.checks.basic  # noqa: F401
-    import opskit.probes.system  # noqa: F401
-    import opskit.probes.wordpress  # noqa: F401
+    """Import every module of the step packages; their classes register themselves."""
+    import importlib
+    import pkgutil
+
+    for package_name in STEP_PACKAGES:
+        package = importlib.import_module(package_name)
+        for module in pkgutil.iter_modules(package.__path__):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"{package_name}.{module.name}")

@@ -17,14 +17,17 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import paramiko
-from fabric import Config, Connection
+
+if TYPE_CHECKING:
+    from fabric import Connection
 
 from opskit import faults
-from opskit.errors import AuthError, HostKeyError, RemoteCommandError, TransportError, UnreachableError
+from opskit.errors import AuthError, HostKeyError, InputError, RemoteCommandError, TransportError, UnreachableError
 from opskit.inventory import Host
+from opskit.shell import UnderHome
 
 PREFERRED_KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org")
 _known_hosts_lock = threading.Lock()
@@ -100,10 +103,13 @@ class Session:
         self._conn: Connection | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._home: str | None = None
+        self.home_on_host = False   # see path()
         self.connect_seconds: float | None = None
 
     # -- connection -------------------------------------------------------
     def _connection(self) -> Connection:
+        from fabric import Config, Connection   # here, not at import: commands that never connect skip it
+
         host = self.host
         config = Config(runtime_ssh_path=os.path.expanduser(host.ssh_config)) if host.ssh_config else Config()
         connect_kwargs: dict = {
@@ -133,6 +139,8 @@ class Session:
             return self
         if faults.refuses(self.host.name):
             raise UnreachableError(f"{self.host.name}: the network is down (fault injection: partition)")
+        from fabric import Connection
+
         started = time.monotonic()
         conn = self._connection()
         known_hosts = Path(os.path.expanduser(self.host.known_hosts))
@@ -293,14 +301,17 @@ class Session:
         self._home = value
 
     def path(self, path: str) -> str:
-        """Absolute remote path: '~' and '~/x' are the login user's home; relative paths are under it."""
-        if path == "~":
-            return self.home
-        if path.startswith("~/"):
-            return posixpath.join(self.home, path[2:])
-        if path.startswith("~"):
-            raise TransportError(f"{self.host.name}: '~user' paths are not supported: {path!r}")
-        return path if path.startswith("/") else posixpath.join(self.home, path)
+        """Absolute remote path: '~' and '~/x' are the login user's home; relative paths are under it.
+        While `home_on_host` is set and the home is not known yet, a path under it is an
+        UnderHome the host's shell expands (no SFTP round trip to ask for the home)."""
+        if path.startswith("~") and path != "~" and not path.startswith("~/"):
+            raise InputError(f"{self.host.name}: '~user' paths are not supported: {path!r}")
+        if path.startswith("/"):
+            return path
+        rest = path[2:] if path.startswith("~/") else "" if path == "~" else path
+        if self._home is None and self.home_on_host:
+            return UnderHome(rest.rstrip("/"))
+        return posixpath.join(self.home, rest) if rest else self.home
 
     def _sftp_call(self, fn, path: str):
         try:
@@ -434,6 +445,8 @@ class OutputTooLarge(RemoteCommandError):
 
 def _hop_address(conn: Connection, name: str) -> tuple[str, int]:
     """(host, port) of the target or ProxyJump hop that paramiko calls `name`."""
+    from fabric import Connection
+
     bare = name.strip("[").split("]")[0] if name.startswith("[") else name
     hop = conn
     while isinstance(hop, Connection):

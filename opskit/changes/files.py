@@ -160,13 +160,13 @@ def write_apply(record: dict) -> str:
     if record["existed"]:
         b = quote(record["backup"])
         lines += [
-            f"[ -f {f} ] || apply_failed {quote(f'{path} is gone since opskit read it; not writing')}",
-            f"[ \"$(digest {f})\" = {record['orig_sha256']} ] || apply_failed {quote(f'{path} changed since opskit read it; not touching it')}",
+            f"[ -f {f} ] || apply_conflict {quote(f'{path} is gone since opskit read it; not writing')}",
+            f"[ \"$(digest {f})\" = {record['orig_sha256']} ] || apply_conflict {quote(f'{path} changed since opskit read it; not touching it')}",
             f"mkdir -p \"$TX/files\" && cp {f} {b} && [ \"$(digest {b})\" = {record['orig_sha256']} ] "
             f"|| {{ rm -f {b}; apply_failed {quote(f'could not back up {path} (disk full or over quota?); not writing')}; }}",
         ]
     else:
-        lines.append(f"{{ [ -e {f} ] || [ -L {f} ]; }} && apply_failed {quote(f'{path} appeared since opskit looked; not writing')}")
+        lines.append(f"{{ [ -e {f} ] || [ -L {f} ]; }} && apply_conflict {quote(f'{path} appeared since opskit looked; not writing')}")
     temp = record["temp"]
     lines += [
         heredoc(t, record["content"], exact=True).rstrip("\n").replace(

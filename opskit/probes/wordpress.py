@@ -9,9 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from opskit import wordpress
-from opskit.findings import Finding, Severity
-from opskit.probes.system import key_values
+from opskit.stack import wordpress
+from opskit.findings import Finding
+from opskit.stack.keyvalues import key_values
+from opskit.rules.wordpress import decide, plugin_findings
 from opskit.shell import quote
 from opskit.steps import Context, Probe, register
 
@@ -124,6 +125,7 @@ true"""
         return value
 
     def findings(self, value: dict, params: PluginParams) -> list[Finding]:
+        """The cdn_enabler rule's findings for this value (playbooks call the rule as a step)."""
         return plugin_findings(value)
 
 
@@ -134,47 +136,3 @@ def _state_error(runner: str, text: str) -> str:
     fatal = [line.strip() for line in text.splitlines() if re.search(r"\b(fatal|parse) error\b", line, re.I)]
     detail = fatal[0] if fatal else " / ".join(line for line in text.splitlines()[-3:] if line.strip())
     return f"{runner} could not load WordPress" + (f": {detail}" if detail else "")
-
-
-def decide(value: dict) -> tuple[bool, str]:
-    """Pure rule: should the plugin's folder be renamed away, and why (not)."""
-    if not value["installed"]:
-        if value["renamed_by"]:
-            return False, f"already renamed away by opskit run {', '.join(value['renamed_by'])}"
-        return False, f"not installed in {value['plugin_dir']}"
-    if value["state_known"] and not (value["active"] or value["network_active"]):
-        return False, "installed but not active: renaming it would change nothing"
-    if value["state_known"]:
-        where = "network-active" if value["network_active"] else "active"
-        return True, f"{where}; its folder will be renamed"
-    return True, "installed; activation state unknown, its folder will be renamed anyway"
-
-
-def plugin_findings(value: dict) -> list[Finding]:
-    """Pure rule: what to tell the admin about the plugin's state."""
-    plugin = value["plugin"]
-    out = []
-    if not value["installed"] and value["renamed_by"]:
-        runs = ", ".join(value["renamed_by"])
-        out.append(Finding("cdn-enabler-already-disabled", Severity.WARNING,
-                           f"{plugin} is already renamed away by opskit run {runs}; nothing changed",
-                           tuple(f"{value['plugin_dir']}/.{plugin.split('/')[0]}.opskit-{r}" for r in value["renamed_by"]),
-                           f"`opskit rollback {value['renamed_by'][0]}` restores it (or `opskit runs --all` to see that run)"))
-    elif not value["installed"]:
-        out.append(Finding("cdn-enabler-not-installed", Severity.INFO,
-                           f"{plugin} is not installed; nothing to disable", (f"no {value['folder']}",),
-                           "the CDN is not rewriting URLs through this plugin; look at the CDN or DNS instead"))
-    elif value["state_known"] and not (value["active"] or value["network_active"]):
-        out.append(Finding("cdn-enabler-inactive", Severity.INFO,
-                           f"{plugin} is installed but inactive; nothing changed", (f"active_plugins lacks {plugin}",),
-                           "the plugin is not in the path of this site's pages"))
-    if not value["state_known"]:
-        out.append(Finding("plugin-state-unknown", Severity.WARNING,
-                           "could not read the plugin's activation state; a rollback renames the folder back "
-                           "but cannot check that WordPress still has it active",
-                           (value["state_error"] or "",), "install WP-CLI or PHP CLI on the host, or check wp-admin after the run"))
-    if value["installed"] and not value["plugin_dir_writable"]:
-        out.append(Finding("plugins-dir-not-writable", Severity.ERROR,
-                           f"{value['plugin_dir']} is not writable by the SSH user: the folder cannot be renamed",
-                           (value["plugin_dir"],), "run as the user that owns the WordPress files"))
-    return out

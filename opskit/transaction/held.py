@@ -1,4 +1,4 @@
-"""`opskit confirm RUN` and `opskit rollback RUN`: end a held transaction from any process.
+"""Held runs seen from any process: `opskit runs` lists them; `opskit confirm RUN` and `opskit rollback RUN` end them.
 
 Both read the run's hosts from the local journal, connect, and let the guard
 on the host do the work (it knows the undo records), so they work from a new
@@ -10,17 +10,19 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from opskit import guard
 from opskit.errors import InputError, OpskitError, TransportError
 from opskit.shell import token
 from opskit.inventory import Host
-from opskit.journal import Journal, host_state
+from opskit.journal import CorruptRunError, Journal, host_state
 from opskit.playbook import Playbook
 from opskit.playbook import load as load_playbook
-from opskit.runner import HostOutcome, Run, RunOptions, Transaction, drop_copies, rebuild_on_host
+from opskit.transaction.copies import drop_copies
+from opskit.transaction.lifecycle import RunScope, Transaction
+from opskit.transaction.outcome import HostOutcome
+from opskit.transaction.writeahead import rebuild_on_host
 from opskit.transport import Session
 
 
@@ -99,8 +101,12 @@ def settle(journal: Journal, run_id: str, patterns: tuple[str, ...], mode: str, 
                                                "rollback": {"reason": by, "state": state, "by": by, "steps": steps}})
         return SettleResult(host.name, state, detail, steps, verified)
 
-    with ThreadPoolExecutor(max_workers=min(20, max(1, len(hosts)))) as pool:
-        results = list(pool.map(one, hosts))
+    from opskit.runner import for_each_host
+
+    answers = for_each_host(hosts, one)
+    results = [answer if isinstance(answer, SettleResult) else
+               SettleResult(name, "failed", f"internal error: {type(answer).__name__}: {answer}")
+               for name, answer in answers.items()]
     if meta.get("adopted") and all(r.state == "missing" for r in results):
         # a run id no host knows (a typo?): do not keep it as if it were a run
         journal.forget(run_id)
@@ -124,8 +130,7 @@ def _playbook(meta: dict) -> Playbook | None:
 def verify(journal: Journal, run_id: str, playbook: Playbook, host: Host, session: Session) -> HostOutcome:
     """Run the playbook's after_rollback steps with the step values the run journalled."""
     results = {e["id"]: e["value"] for e in journal.events(run_id, host.name) if e.get("event") == "result"}
-    run = Run(run_id, playbook, [host], RunOptions(), journal)
-    transaction = Transaction(run, host, session)
+    transaction = Transaction(RunScope(run_id, playbook, journal), host, session)
     transaction.verify_after_rollback(results)
     return transaction.outcome
 
@@ -136,8 +141,6 @@ def list_runs(journal: Journal, show_all: bool = False, skipped: list[str] | Non
     A run whose run.json is corrupt is left out, so it cannot hide the others; `skipped`
     (when given) gets one line per such run, naming it and why.
     """
-    from opskit.journal import CorruptRunError   # here: the rest of this module is being reworked
-
     rows = []
     now = time.time()
     for run_id in journal.run_ids():

@@ -141,7 +141,7 @@ def run_cli_json(inv, playbook, *args, expect_rc=None):
 def test_facts_all_hosts_and_unreachable_host_fails_alone(hosts, tmp_path, opskit):
     dead_port = hosts.hosts[0].port  # nothing listens on this port at another address
     inv = hosts.inventory(tmp_path / "inv.yaml")
-    data = inventory.yamlsrc.load(inv, "inventory").data
+    data = inventory.located_yaml.load(inv, "inventory").data
     data["hosts"]["ghost"] = {"address": "127.0.11.250", "port": dead_port, "user": "nobody", "connect_timeout": 2}
     import yaml
     inv.write_text(yaml.safe_dump(data))
@@ -549,7 +549,7 @@ def test_inventory_check_connect_and_where_the_inventory_comes_from(hosts, tmp_p
         assert f"{h.name}: ok as {h.user}" in ok.stdout
     via_env = opskit("inventory", "check", env={"OPSKIT_INVENTORY": str(inv)})
     assert via_env.returncode == 0 and "4 host(s)" in via_env.stdout
-    data = inventory.yamlsrc.load(inv, "inventory").data
+    data = inventory.located_yaml.load(inv, "inventory").data
     data["hosts"]["ghost"] = {"address": "127.0.11.251", "port": hosts.hosts[0].port, "connect_timeout": 2}
     import yaml
     (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(data))

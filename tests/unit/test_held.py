@@ -1,4 +1,4 @@
-"""`opskit runs`: list_runs (opskit/settle.py) over a real Journal in a temp dir, with host_state
+"""`opskit runs`: list_runs (opskit/transaction/held.py) over a real Journal in a temp dir, with host_state
 (opskit/journal.py) read back from the events the journal wrote."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 import pytest
 
 from opskit.journal import Journal, host_state
-from opskit.settle import list_runs
+from opskit.transaction.held import list_runs
 
 NOW = int(time.time())
 HELD, EXPIRED, IDLE, BUSY, KEPT, ROLLED = ("20260101-000000-0001", "20260101-000000-0002", "20260101-000000-0003",

@@ -1,4 +1,4 @@
-"""Inventory loading, validation, precedence and host selection (opskit/inventory.py, opskit/yamlsrc.py).
+"""Inventory loading, validation, precedence and host selection (opskit/inventory.py, opskit/located_yaml.py).
 
 The reference shape is tests/unit/data/inventory-issue-shape.yaml, verbatim:
 
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from opskit import inventory, yamlsrc
+from opskit import inventory, located_yaml
 from opskit.errors import InputError, InventoryError
 from tests.unit.badfiles import BadFiles
 
@@ -421,8 +421,8 @@ def test_select_pattern_without_close_match_has_no_hint(fleet):
     assert "did you mean" not in str(caught.value)
 
 
-# -- yamlsrc: where each value came from ---------------------------------------------
-def test_yamlsrc_a_field_is_located_on_its_key_line(tmp_path):
+# -- located_yaml: where each value came from ---------------------------------------------
+def test_located_yaml_a_field_is_located_on_its_key_line(tmp_path):
     path = write(tmp_path, """\
 top:
   block_map:
@@ -435,7 +435,7 @@ top:
     2]}
   scalar: s
 """)
-    located = yamlsrc.load(path, "test")
+    located = located_yaml.load(path, "test")
     assert located.lines == {
         (): 1, ("top",): 1,
         ("top", "block_map"): 2, ("top", "block_map", "child"): 3,
@@ -448,8 +448,8 @@ top:
     assert located.where(("nope",)) == f"{path}:1"
 
 
-# -- yamlsrc: aliases and nesting are bounded --------------------------------------------
-def test_yamlsrc_refuses_a_billion_laughs_fast():
+# -- located_yaml: aliases and nesting are bounded --------------------------------------------
+def test_located_yaml_refuses_a_billion_laughs_fast():
     started = time.perf_counter()
     with pytest.raises(InputError) as caught:
         inventory.load(BAD / "alias-bomb.yaml")
@@ -464,14 +464,14 @@ def nested(kind: str, depth: int) -> str:
 
 @pytest.mark.parametrize("kind", ["list", "map"])
 @pytest.mark.parametrize("depth", [65, 5000])
-def test_yamlsrc_refuses_deep_nesting_with_file_and_line(tmp_path, kind, depth):
+def test_located_yaml_refuses_deep_nesting_with_file_and_line(tmp_path, kind, depth):
     path = write(tmp_path, nested(kind, depth))
     with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:4:\d+: refused: values nest more than 64 levels deep$"):
         inventory.load(path)
 
 
 @pytest.mark.parametrize("kind", ["list", "map"])
-def test_yamlsrc_accepts_nesting_up_to_the_limit(tmp_path, kind):
+def test_located_yaml_accepts_nesting_up_to_the_limit(tmp_path, kind):
     # 64 levels in all: the document, hosts, a, vars, x, then 59 more
     host = inventory.load(write(tmp_path, nested(kind, 59))).hosts["a"]
     value = host.vars["x"]
@@ -480,7 +480,7 @@ def test_yamlsrc_accepts_nesting_up_to_the_limit(tmp_path, kind):
     assert value == ([] if kind == "list" else {"a": 1})
 
 
-def test_yamlsrc_counts_nesting_through_aliases(tmp_path):
+def test_located_yaml_counts_nesting_through_aliases(tmp_path):
     # each alias is shallow, but what it stands for nests deeper and deeper
     lines = ["hosts:", "  a:", "    address: 192.0.2.1", "    vars:", "      l0: &l0 " + "[" * 30 + "]" * 30]
     lines += [f"      l{i}: &l{i} [*l{i - 1}]" for i in range(1, 40)]
@@ -489,7 +489,7 @@ def test_yamlsrc_counts_nesting_through_aliases(tmp_path):
         inventory.load(path)
 
 
-def test_yamlsrc_aliases_and_merge_keys_of_a_real_fleet_still_load(tmp_path):
+def test_located_yaml_aliases_and_merge_keys_of_a_real_fleet_still_load(tmp_path):
     hosts = "\n".join(f"  site{i}: {{<<: *common, address: 192.0.2.{i % 250 + 1}}}" for i in range(500))
     # (an anchor on the groups' vars, merged into 500 hosts: 500 aliases, about 3000 values)
     path = write(tmp_path, "groups:\n  all: {hosts: [], vars: &common {user: deploy, port: 2222, "

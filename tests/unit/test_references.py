@@ -1,11 +1,11 @@
-"""`{{ reference }}` substitution (opskit/template.py): lookups only, never code."""
+"""`{{ reference }}` substitution (opskit/references.py): lookups only, never code."""
 
 from __future__ import annotations
 
 import pytest
 
-from opskit import template
-from opskit.template import TemplateError, lookup, references, render
+from opskit import references as reference_module
+from opskit.references import TemplateError, lookup, references, render
 
 CONTEXT = {
     "host": {
@@ -121,26 +121,26 @@ def test_references_collects_from_nested_values_in_order():
 def test_reference_syntax_is_lookup_only():
     # attribute/call/index syntax is not a reference at all
     for text in ("{{ host.__class__() }}", "{{ host['name'] }}", "{{ host.name|upper }}"):
-        assert not template.REF.fullmatch(text)
+        assert not reference_module.REF.fullmatch(text)
 
 
 # -- truth: what `when:` and `check: require` mean by true ---------------------------------
 @pytest.mark.parametrize("value", ["false", "False", "FALSE", "no", "No", "off", "OFF", "0", "", "  ", "none", "None",
                                    "null", "NULL", "~", " false ", False, 0, 0.0, None, [], {}])
 def test_truthy_false(value):
-    assert template.truthy(value) is False
+    assert reference_module.truthy(value) is False
 
 
 @pytest.mark.parametrize("value", ["true", "yes", "on", "1", "00", "0.0", "falsey", "n", "/srv/wp", True, 1, -1, 0.5,
                                    ["false"], {"a": 0}])
 def test_truthy_true(value):
-    assert template.truthy(value) is True
+    assert reference_module.truthy(value) is True
 
 
 @pytest.mark.parametrize("text, want", [("false", False), ("no", False), ("0", False), ("", False), ("Off", False),
                                         ("true", True), ("yes", True), (False, False), (True, True), (None, False)])
 def test_a_when_from_a_playbook_renders_to_its_truth(tmp_path, text, want):
-    # the runner skips a step when `not template.render(step.when, values)`
+    # the runner skips a step when `not references.render(step.when, values)`
     from opskit import playbook
 
     path = tmp_path / "p.yaml"
@@ -151,7 +151,7 @@ def test_a_when_from_a_playbook_renders_to_its_truth(tmp_path, text, want):
 
 
 def test_require_uses_the_same_truth():
-    from opskit.checks.basic import Require, RequireParams
+    from opskit.checks.require import Require, RequireParams
     from opskit.steps import Verdict
 
     assert Require().run(RequireParams(value="false"), None).verdict == Verdict.FAILED

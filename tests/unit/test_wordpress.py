@@ -1,6 +1,6 @@
 """WordPress plugin facts and helpers: opskit/probes/wordpress.py (config_plugin_dir, WpPlugin.parse,
 decide, plugin_findings), opskit/stack/wordpress.py (parse_marker_json, php_command),
-opskit/changes/wordpress.py (activation_undo) and count_cdn_urls (opskit/checks/basic.py).
+opskit/changes/wordpress.py (activation_undo) and count_cdn_urls (opskit/checks/http.py).
 
 WpPlugin's parser is also run on real captures by test_probe_captures.py
 (tests/captures/probes/wp_plugin/); here it gets hand-written output for the states
@@ -18,7 +18,7 @@ import pytest
 
 from opskit.stack import wordpress
 from opskit.changes.wordpress import activation_undo
-from opskit.checks.basic import count_cdn_urls
+from opskit.checks.http import count_cdn_urls
 from opskit.findings import Severity
 from opskit.guard import guard_script, parse_output
 from opskit.probes.wordpress import PluginParams, WpPlugin, decide, plugin_findings
