@@ -225,6 +225,7 @@ if [ -e "$TX/undone.@N@" ]; then
 else
   undo_@N@
   case $_outcome in undone|not_applied) : > "$TX/undone.@N@" ;; "") failed "undo printed no outcome" ;; esac
+  [ "$_outcome" = undone ] && : > "$TX/restored"
 fi
 """
 
@@ -274,7 +275,9 @@ def guard_script(run_id: str, undo_bodies: list[str], handlers: list[str] | None
     for index in reversed(range(len(undo_bodies))):
         parts.append(GUARD_STEP.replace("@N@", str(index)))
     if handlers:
-        parts.append('if [ "$failures" -eq 0 ] && [ ! -e "$TX/handled" ]; then\n'
+        # only when an undo restored something (now or in an earlier try): a change that
+        # never applied leaves the running server as it was
+        parts.append('if [ "$failures" -eq 0 ] && [ -e "$TX/restored" ] && [ ! -e "$TX/handled" ]; then\n'
                      + "".join(f"  handler_{i}\n" for i in range(len(handlers)))
                      + '  [ "$failures" -eq 0 ] && : > "$TX/handled"\nfi\n')
     parts.append(GUARD_FOOTER)

@@ -232,9 +232,14 @@ class Matrix:
             problems.append(f"`opskit runs` still lists it after the rollback: {after}")
         return problems
 
-    def run_all(self, targets: list[Target]) -> list[Case]:
+    def run_all(self, targets: list[Target], from_boundary: str | None = None, faults: tuple[str, ...] = FAULTS) -> list[Case]:
+        """Every case, spread over the targets in parallel; from the first boundary starting
+        with `from_boundary` on when given, and only these faults."""
         self.trace(targets[0])
-        planned = self.plan()
+        if from_boundary:
+            first = next(i for i, b in enumerate(self.boundaries) if b.startswith(from_boundary))
+            self.boundaries = self.boundaries[first:]
+        planned = [case for case in self.plan() if case.fault in faults or case.fault.split("+")[0] in faults]
         by_target: dict[int, list[tuple[int, Case]]] = {i: [] for i in range(len(targets))}
         for index, case in enumerate(planned):
             by_target[index % len(targets)].append((index, case))

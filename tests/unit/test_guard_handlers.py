@@ -64,3 +64,10 @@ def test_the_controllers_handler_run_reports_each(box, tmp_path):
     proc = box.run(script)
     assert parse_handlers(proc.stdout) == [(0, True, "a done"), (1, False, "b refused")]
     assert order(box) == ["a", "b"]
+
+
+def test_no_reload_when_no_undo_restored_anything(box):
+    box.install(RUN, guard_script(RUN, [traced("undo0", "not_applied")], [handler("reload")]))
+    report = parse_output(box.guard(RUN, "now").stdout)
+    assert report.state == "rolled_back" and report.handlers == []
+    assert order(box) == ["undo0"]
