@@ -148,7 +148,7 @@ class Rule:
 
     `Params` is the typed facts (filled from `with:` references to probes' and checks'
     values, the inventory and `{{ run.now }}`); `evaluate` draws the conclusions.
-    A rule step's value is {"causes": [...], "findings": [...]} for later steps.
+    A rule step's value is {"causes": [...], "findings": [...], **value(facts)} for later steps.
     """
 
     name: ClassVar[str]
@@ -156,6 +156,11 @@ class Rule:
 
     def evaluate(self, facts: BaseModel) -> list[Finding]:
         raise NotImplementedError
+
+    def value(self, facts: BaseModel) -> dict | None:
+        """Data later steps may use besides the findings (e.g. the timeout chain to set),
+        merged into the rule step's value; pure like evaluate."""
+        return None
 
 
 PROBES: dict[str, type[Probe]] = {}

@@ -157,10 +157,12 @@ class StepExecution:
     def do_rule(self, step: Step, params: dict) -> None:
         """A pure rule over earlier steps' values: its findings join the host's."""
         rule = RULES[step.names[0]]()
-        findings = rule.evaluate(self.params_for(step, rule.Params, params))
+        facts = self.params_for(step, rule.Params, params)
+        findings = rule.evaluate(facts)
         for finding in findings:
             self.add_finding(finding)
-        value = {"causes": [f.cause for f in findings], "findings": [f.to_json() for f in findings]}
+        value = {**(rule.value(facts) or {}), "causes": [f.cause for f in findings],
+                 "findings": [f.to_json() for f in findings]}
         self.remember(step, value)
         causes = ", ".join(value["causes"]) or "nothing to report"
         self.record_step(step, "ok", causes, value)
