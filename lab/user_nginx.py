@@ -1,9 +1,11 @@
-"""An nginx whose master runs as a lab host's own user, its whole tree under that user's
-home: the setup of a VPS account that runs its own web server. Used by the tests of
-config edits, so the SSH user may edit the files, test them and reload the server without
-root (sudo is a separate matter).
+"""An nginx for the tests of config edits, serving http://ADDRESS:PORT/ → "v1".
 
-    server = UserNginx(host, port).start()      # serves http://ADDRESS:PORT/ → "v1"
+UserNginx: its master runs as a lab host's own user, its whole tree under that user's home —
+a VPS account that runs its own web server: the SSH user may edit, test and reload it
+without root. RootNginx: master as root, tree owned by root outside the home — Debian's
+/etc/nginx — so the SSH user needs `become: sudo` (lab.sudo grants it for one test).
+
+    server = UserNginx(host, port).start()
     server.conf, server.prefix, server.fetch(), server.reloads(), server.stop()
 """
 
@@ -40,19 +42,22 @@ http {{
 
 
 class UserNginx:
-    def __init__(self, host, port: int):
+    def __init__(self, host, port: int, prefix: Path | None = None):
         self.host = host
         self.port = port
-        self.prefix = Path(host.home) / "nginx"
+        self.prefix = prefix or Path(host.home) / "nginx"
         self.conf = self.prefix / "nginx.conf"
         self.process: subprocess.Popen | None = None
 
+    owner = property(lambda self: self.host.user)
+
     def start(self) -> "UserNginx":
         (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(CONFIG.format(user=self.host.user, prefix=self.prefix, address=self.host.address, port=self.port))
-        subprocess.run(["chown", "-R", f"{self.host.user}:", str(self.prefix)], check=True)
+        self.conf.write_text(CONFIG.format(user=self.owner, prefix=self.prefix, address=self.host.address, port=self.port))
+        subprocess.run(["chown", "-R", f"{self.owner}:", str(self.prefix)], check=True)
+        as_owner = ["runuser", "-u", self.owner, "--"] if self.owner != "root" else []
         self.process = subprocess.Popen(
-            ["runuser", "-u", self.host.user, "--", NGINX, "-p", str(self.prefix), "-c", str(self.conf), "-g", "daemon off;"],
+            [*as_owner, NGINX, "-p", str(self.prefix), "-c", str(self.conf), "-g", "daemon off;"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -62,9 +67,9 @@ class UserNginx:
             except OSError:
                 pass
             if self.process.poll() is not None:
-                raise RuntimeError(f"nginx as {self.host.user} exited: {self.error_log()}")
+                raise RuntimeError(f"nginx as {self.owner} exited: {self.error_log()}")
             time.sleep(0.05)
-        raise RuntimeError(f"nginx as {self.host.user} did not answer: {self.error_log()}")
+        raise RuntimeError(f"nginx as {self.owner} did not answer: {self.error_log()}")
 
     def fetch(self) -> str:
         request = urllib.request.Request(f"http://{self.host.address}:{self.port}/", headers={"Host": "site.test"})
@@ -87,3 +92,15 @@ class UserNginx:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class RootNginx(UserNginx):
+    """The same server with a root master and a root-owned tree under `prefix` (not writable
+    by the host's user, readable by everyone, as /etc/nginx is)."""
+
+    owner = property(lambda self: "root")
+
+    def start(self) -> "RootNginx":
+        super().start()
+        self.prefix.chmod(0o755)
+        return self

@@ -108,7 +108,10 @@ wait_undo_lock() {
 }
 release_undo_lock() { if alive "$TX/undo.lock/pid" && [ "$_p" = "$$" ]; then rm -rf "$TX/undo.lock"; fi; }
 # through stdin: GNU sha256sum escapes odd file names and prefixes the hash with '\'
-digest() { [ -f "$1" ] && sha256sum < "$1" 2>/dev/null | cut -d ' ' -f 1; }
+digest() {
+  [ -f "$1" ] && if [ -n "${BECOME:-}" ]; then sudo -n -- sh -c 'sha256sum < "$1"' sh "$1" 2>/dev/null
+  else sha256sum < "$1" 2>/dev/null; fi | cut -d ' ' -f 1
+}
 inode() { ls -di -- "$1" 2>/dev/null | awk 'NR == 1 { print $1 }'; }
 # rename $1 to $2, never replacing or entering an existing $2; checks the result.
 # 0 renamed, 1 $2 exists (nothing moved), 2 nothing at $1, 3 failed (mv's words in $_mv_err)
@@ -131,10 +134,16 @@ owner_of() { ls -nd -- "$1" 2>/dev/null | awk 'NR == 1 { print $3 ":" $4 }'; }
 # give $1 the owner uid:gid $2 (only as far as we may); 0 when it has them afterwards
 keep_owner() {
   [ "$(owner_of "$1")" = "$2" ] && return 0
-  chown "$2" "$1" 2>/dev/null || chgrp "${2#*:}" "$1" 2>/dev/null
+  as_root chown "$2" "$1" 2>/dev/null || as_root chgrp "${2#*:}" "$1" 2>/dev/null
   [ "$(owner_of "$1")" = "$2" ]
 }
+# a change of a root-owned file sets BECOME=1 (inventory: become: sudo): its file commands
+# then run through non-interactive sudo, never asking for a password
+as_root() { if [ -n "${BECOME:-}" ]; then sudo -n -- "$@"; else "$@"; fi; }
 """.replace("@NOT_EPOCH@", NOT_EPOCH)
+
+# the one-line file helpers a read-only script needs too (changes/config_edit.py's read)
+PRELUDE_HELPERS = "".join(line + "\n" for line in PRELUDE.splitlines() if line.startswith(("owner_of()", "as_root()")))
 
 GUARD_HEADER = r"""#!/bin/sh
 # opskit guard for run @RUN@ — undoes the transaction at its deadline unless confirmed.
@@ -345,15 +354,18 @@ echo "OPSKIT-ARMED $mech $(deadline)"
 """
 
 
-def heredoc(target: str, content: str, *, exact: bool) -> str:
+def heredoc(target: str, content: str, *, exact: bool, as_root: bool = False) -> str:
     """sh that writes `content` to target (a quoted sh word) from a here-document. With
     exact, the bytes are written as they are (head -c drops the newline a here-document
-    must end with); otherwise a missing final newline is added."""
+    must end with); otherwise a missing final newline is added. as_root writes through
+    `as_root tee` (a folder only root may write to)."""
     data = content if content.endswith("\n") else content + "\n"
     while True:
         marker = "OPSKIT_EOF_" + secrets.token_hex(8)
         if marker not in data:
             break
+    if exact and as_root:
+        return f"head -c {len(content.encode())} <<'{marker}' | as_root tee {target} > /dev/null\n{data}{marker}\n"
     if exact:
         return f"head -c {len(content.encode())} > {target} <<'{marker}'\n{data}{marker}\n"
     return f"cat > {target} <<'{marker}'\n{data}{marker}\n"

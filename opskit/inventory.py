@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from typing import Annotated
 
@@ -177,6 +177,9 @@ class Host(_Strict):
     vars: dict[str, Any] = {}        # free-form values playbooks can refer to as host.vars.NAME
     secret_names: list[str] = []     # more names whose values are masked in diffs (opskit.redact)
     keep_transactions: Annotated[int, Field(strict=True, ge=1, le=1000)] = 20   # finished ones kept on the host
+    # root-owned files (/etc/nginx, /etc/php on a VPS): edit, validate, reload and undo them
+    # through non-interactive `sudo -n` (never a password); without it only what the login user may
+    become: Literal["sudo"] | None = None
 
     @field_validator("address")
     @classmethod

@@ -12,6 +12,7 @@ PACKAGES=(
   cron                            # the crontab command: the guard's second scheduler
   nginx-light php-fpm php-cli php-mysql mariadb-server wordpress apache2   # the WordPress stack (wordpress pulls apache2 anyway)
   python3-venv procps util-linux passwd ca-certificates
+  sudo                            # become: sudo, tested with a lab user granted NOPASSWD for one test
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import posixpath
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from opskit.changes.config import ConfigEditParams, plan_edit
 from opskit.changes.files import beside, write_apply, write_undo
 from opskit.errors import RemoteCommandError
+from opskit.guard import PRELUDE_HELPERS
 from opskit.probes.batch import new_fence
 from opskit.shell import quote
 from opskit.steps import Change, Context, Plan, register
@@ -83,28 +85,34 @@ def validate_command(server: str, params: ConfigEditStepParams) -> str:
 
 def reload_body(server: str, params: ConfigEditStepParams) -> str:
     """A graceful reload: nginx -s reload (HUP to the master named by its pid file); php-fpm's
-    master found by its config file and sent USR2."""
+    master found by its config file and sent USR2. Through sudo -n when the change has
+    become (the handler body sets BECOME)."""
     if server == "nginx":
         prefix = f" -p {quote(params.prefix)}" if params.prefix else ""
-        command = f"{quote(server_binary(server, params))} -s reload{prefix} -c {quote(params.file)}"
+        command = f"as_root {quote(server_binary(server, params))} -s reload{prefix} -c {quote(params.file)}"
         return (f"if _h=$({command} 2>&1); then handled {quote('reloaded nginx (' + params.file + ')')}; "
                 f"else handler_failed \"nginx -s reload: $_h\"; fi")
     conf = params.file
     return (f"_pid=$(ps -e -o pid= -o args= | awk -v c={quote('(' + conf + ')')} "
             "'index($0, \"php-fpm: master process \" c) {print $1; exit}')\n"
-            f"if [ -n \"$_pid\" ] && kill -USR2 \"$_pid\" 2>/dev/null; then handled {quote('reloaded php-fpm (' + conf + ')')}; "
+            f"if [ -n \"$_pid\" ] && as_root kill -USR2 \"$_pid\" 2>/dev/null; then handled {quote('reloaded php-fpm (' + conf + ')')}; "
             f"else handler_failed {quote('no php-fpm master running ' + conf + ' that this user may signal')}; fi")
 
 
-def read_script(params: ConfigEditStepParams, fence: str) -> str:
+def read_script(params: ConfigEditStepParams, fence: str, become: bool = False) -> str:
     """One exec: for nginx the `nginx -T` dump and every file it names; else the file itself
-    (and a php-fpm main file's includes). Bytes travel as base64, so nothing is lost."""
-    lines = []
+    (and a php-fpm main file's includes). Bytes travel as base64, so nothing is lost. Each
+    file says whether the login user may replace it; with become, `sudo -n` is tried first."""
+    lines = [f"BECOME={'1' if become else ''}"]
+    if become:
+        lines.append(f"echo '{fence} begin sudo'; sudo -n -- true 2>&1; s=$?; echo; echo '{fence} end sudo' $s")
     if params.format == "nginx":
-        binary = quote(server_binary("nginx", params))
+        binary = "as_root " + quote(server_binary("nginx", params))
         prefix = f" -p {quote(params.prefix)}" if params.prefix else ""
-        lines.append(f"echo '{fence} begin dump'; {binary} -T -q{prefix} -c {quote(params.file)} 2>/dev/null; "
-                     f"echo; echo '{fence} end dump' $?")
+        err = '"${TMPDIR:-/tmp}/.opskit-err.$$"'
+        lines.append(f"echo '{fence} begin dump'; {binary} -T -q{prefix} -c {quote(params.file)} 2>{err}; s=$?; "
+                     f"echo; echo '{fence} end dump' $s; echo '{fence} begin dump-errors'; cat {err}; rm -f {err}; "
+                     f"echo; echo '{fence} end dump-errors' 0")
         lines.append(f"{binary} -T -q{prefix} -c {quote(params.file)} 2>/dev/null | "
                      "sed -n 's/^# configuration file \\(.*\\):$/\\1/p' > \"${TMPDIR:-/tmp}/.opskit-files.$$\"")
     else:
@@ -115,15 +123,34 @@ def read_script(params: ConfigEditStepParams, fence: str) -> str:
                          "while IFS= read -r pattern; do for f in $pattern; do [ -f \"$f\" ] && printf '%s\\n' \"$f\"; done; done "
                          ">> \"${TMPDIR:-/tmp}/.opskit-files.$$\"")
     lines.append("while IFS= read -r f; do "
-                 f"echo \"{fence} begin file:$f\"; base64 \"$f\" 2>&1; echo; echo \"{fence} end file:$f\" $?; "
+                 f"echo \"{fence} begin file:$f\"; as_root base64 \"$f\" 2>&1; s=$?; echo; echo \"{fence} end file:$f\" $s; "
+                 "if [ -w \"$f\" ] && [ -w \"$(dirname \"$f\")\" ]; then w=1; else w=0; fi; "
+                 f"echo \"{fence} begin writable:$f\"; printf '%s %s\\n' \"$w\" \"$(owner_of \"$f\")\"; echo; echo \"{fence} end writable:$f\" 0; "
                  "done < \"${TMPDIR:-/tmp}/.opskit-files.$$\"; rm -f \"${TMPDIR:-/tmp}/.opskit-files.$$\"")
-    return "\n".join(lines) + "\n"
+    # owner_of and as_root come from the guard's shared helpers
+    return PRELUDE_HELPERS + "\n".join(lines) + "\n"
 
 
-def parse_read(stdout: str, fence: str) -> tuple[str | None, dict[str, bytes], dict[str, str]]:
-    """Pure: read_script's output → (nginx dump or None, {path: bytes}, {path: why unreadable})."""
+@dataclass(frozen=True)
+class ReadAnswer:
+    dump: str | None                  # nginx -T's output (None: not nginx, or it failed)
+    files: dict[str, bytes]
+    unreadable: dict[str, str]        # path → why
+    writable: dict[str, tuple[bool, str]]   # path → (the login user may replace it, owner uid:gid)
+    sudo_error: str | None = None     # become: sudo -n refused (its words)
+    dump_errors: str = ""             # what nginx -T said on stderr
+
+
+def parse_read(stdout: str, fence: str) -> ReadAnswer:
+    """Pure: read_script's output → ReadAnswer."""
     sections = _split_named(stdout, fence)
     dump = sections.pop("dump", None)
+    dump_errors = sections.pop("dump-errors", ("", 0))[0].strip()
+    sudo = sections.pop("sudo", None)
+    writable = {}
+    for name in [n for n in sections if n.startswith("writable:")]:
+        words = sections.pop(name)[0].split()
+        writable[name[len("writable:"):]] = (bool(words) and words[0] == "1", words[1] if len(words) > 1 else "")
     files, unreadable = {}, {}
     for name, (text, status) in sections.items():
         path = name[len("file:"):]
@@ -131,7 +158,8 @@ def parse_read(stdout: str, fence: str) -> tuple[str | None, dict[str, bytes], d
             unreadable[path] = text.strip().splitlines()[-1] if text.strip() else f"exit {status}"
             continue
         files[path] = base64.b64decode("".join(text.split()))
-    return (dump[0] if dump and dump[1] == 0 else None), files, unreadable
+    sudo_error = None if sudo is None or sudo[1] == 0 else (sudo[0].strip() or f"exit {sudo[1]}")
+    return ReadAnswer(dump[0] if dump and dump[1] == 0 else None, files, unreadable, writable, sudo_error, dump_errors)
 
 
 def _split_named(stdout: str, fence: str) -> dict[str, tuple[str, int]]:
@@ -159,10 +187,20 @@ class ConfigEdit(Change):
 
     def plan(self, params: ConfigEditStepParams, ctx: Context) -> Plan:
         fence = new_fence()
-        result = ctx.session.exec(read_script(params, fence))
-        dump, files, unreadable = parse_read(result.stdout, fence)
+        become = ctx.host.become == "sudo"
+        result = ctx.session.exec(read_script(params, fence, become))
+        answer = parse_read(result.stdout, fence)
+        if answer.sudo_error:
+            return Plan(f"edit {params.file}", blocked=f"become: sudo, but `sudo -n` refused: {answer.sudo_error} "
+                                                       "(opskit never types a password: allow this user NOPASSWD for the commands)")
+        dump, files, unreadable = answer.dump, answer.files, answer.unreadable
         if params.format == "nginx" and dump is None:
-            raise RemoteCommandError(f"{ctx.host.name}: nginx -T failed for {params.file}: {result.tail()}", result)
+            said = answer.dump_errors.splitlines()[-1] if answer.dump_errors else result.tail()
+            if "Permission denied" in answer.dump_errors and not become:
+                return Plan(f"edit {params.file}", blocked=f"nginx -T cannot read {params.file} as the login user ({said}): "
+                                                           "reading and editing it needs root; set `become: sudo` for this "
+                                                           "host in the inventory (non-interactive sudo -n)")
+            raise RemoteCommandError(f"{ctx.host.name}: nginx -T failed for {params.file}: {said}", result)
         if unreadable:
             path, why = next(iter(unreadable.items()))
             return Plan(f"edit {path}", blocked=f"cannot read {path}: {why}")
@@ -171,6 +209,11 @@ class ConfigEdit(Change):
             return Plan(edit.summary, blocked=edit.blocked)
         if edit.noop:
             return Plan(edit.summary, noop=edit.noop)
+        may_write, owner = answer.writable.get(edit.path, (False, ""))
+        if not may_write and not become:
+            return Plan(edit.summary, blocked=f"{edit.path} (owner {owner or 'unknown'}) is not writable by {ctx.host.user or 'the login user'}: "
+                                              "editing it needs root; set `become: sudo` for this host in the inventory "
+                                              "(non-interactive sudo -n)")
         try:
             content = edit.new.decode("utf-8")
         except UnicodeDecodeError:
@@ -180,8 +223,10 @@ class ConfigEdit(Change):
         record = {
             "path": edit.path, "existed": True, "orig_sha256": hashlib.sha256(edit.old).hexdigest(),
             "new_sha256": hashlib.sha256(edit.new).hexdigest(), "content": content,
-            "validate": validate_command(params.validator, params) if params.validator != "none" else None,
-            "handlers": [reload_body(h.reload, params) for h in params.handlers],
+            "become": become,
+            "validate": (("as_root " if become else "") + validate_command(params.validator, params)
+                         if params.validator != "none" else None),
+            "handlers": [f"BECOME={'1' if become else ''}\n" + reload_body(h.reload, params) for h in params.handlers],
         }
         return Plan(edit.summary, record=record, diff=edit.diff, original=edit.old)
 
@@ -207,9 +252,10 @@ class ConfigEdit(Change):
         f, b, r = quote(record["path"]), quote(record["backup"]), quote(record["restore_temp"])
         owner = record.get("orig_owner")
         keep = f" && keep_owner {r} {quote(owner)}" if owner else ""
+        root = "as_root " if record.get("become") else ""
         return (f"{write}\n"
                 f"if ! _v=$({record['validate']} 2>&1); then\n"
-                f"  if cp {b} {r}{keep} && chmod {format(record['orig_mode'], 'o')} {r} && mv -f {r} {f}; then\n"
+                f"  if {root}cp {b} {r}{keep} && {root}chmod {format(record['orig_mode'], 'o')} {r} && {root}mv -f {r} {f}; then\n"
                 f"    apply_failed \"the validator refused the edit (original restored): $_v\"\n"
                 f"  else rm -f {r}; apply_failed \"the validator refused the edit and the original could not be put back "
                 f"(it is in {record['backup']}): $_v\"; fi\n"

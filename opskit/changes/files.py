@@ -156,28 +156,31 @@ def write_apply(record: dict) -> str:
     path = record["path"]
     f, t = quote(path), quote(record["temp"])
     owner = record.get("orig_owner")
-    lines = [f"rm -f {t}"]
+    become = bool(record.get("become"))
+    root = "as_root " if become else ""
+    lines = [f"BECOME={'1' if become else ''}", f"{root}rm -f {t}"]
     if record["existed"]:
         b = quote(record["backup"])
         lines += [
             f"[ -f {f} ] || apply_conflict {quote(f'{path} is gone since opskit read it; not writing')}",
             f"[ \"$(digest {f})\" = {record['orig_sha256']} ] || apply_conflict {quote(f'{path} changed since opskit read it; not touching it')}",
-            f"mkdir -p \"$TX/files\" && cp {f} {b} && [ \"$(digest {b})\" = {record['orig_sha256']} ] "
+            f"mkdir -p \"$TX/files\" && {'as_root cat -- ' + f + ' > ' + b if become else 'cp ' + f + ' ' + b} "
+            f"&& [ \"$(digest {b})\" = {record['orig_sha256']} ] "
             f"|| {{ rm -f {b}; apply_failed {quote(f'could not back up {path} (disk full or over quota?); not writing')}; }}",
         ]
     else:
         lines.append(f"{{ [ -e {f} ] || [ -L {f} ]; }} && apply_conflict {quote(f'{path} appeared since opskit looked; not writing')}")
     temp = record["temp"]
     lines += [
-        heredoc(t, record["content"], exact=True).rstrip("\n").replace(
-            "\n", f" || {{ rm -f {t}; apply_failed {quote('could not write ' + temp)}; }}\n", 1),
-        f"[ \"$(digest {t})\" = {record['new_sha256']} ] || {{ rm -f {t}; apply_failed {quote('could not write ' + temp + ' (disk full or over quota?)')}; }}",
+        heredoc(t, record["content"], exact=True, as_root=become).rstrip("\n").replace(
+            "\n", f" || {{ {root}rm -f {t}; apply_failed {quote('could not write ' + temp)}; }}\n", 1),
+        f"[ \"$(digest {t})\" = {record['new_sha256']} ] || {{ {root}rm -f {t}; apply_failed {quote('could not write ' + temp + ' (disk full or over quota?)')}; }}",
     ]
     if owner:
-        lines.append(f"keep_owner {t} {quote(owner)} || {{ rm -f {t}; apply_failed "
+        lines.append(f"keep_owner {t} {quote(owner)} || {{ {root}rm -f {t}; apply_failed "
                      f"{quote(f'cannot give the new {path} its owner:group {owner} (not a member of the group?); not writing')}; }}")
     lines += [
-        f"chmod {format(record['mode'], 'o')} {t} && mv -f {t} {f} || {{ rm -f {t}; apply_failed {quote(f'could not replace {path}')}; }}",
+        f"{root}chmod {format(record['mode'], 'o')} {t} && {root}mv -f {t} {f} || {{ {root}rm -f {t}; apply_failed {quote(f'could not replace {path}')}; }}",
         f"applied {quote(('edited ' if record['existed'] else 'created ') + path)}",
     ]
     return "\n".join(lines)
@@ -189,7 +192,9 @@ def write_undo(record: dict) -> str:
     interrupted write is removed first."""
     path = record["path"]
     f, new = quote(path), record["new_sha256"]
-    cleanup = f"rm -f {quote(record['temp'])} {quote(record['restore_temp'])}\n" if record.get("temp") else ""
+    root = "as_root " if record.get("become") else ""
+    cleanup = f"BECOME={'1' if root else ''}\n"
+    cleanup += f"{root}rm -f {quote(record['temp'])} {quote(record['restore_temp'])}\n" if record.get("temp") else ""
     if record["existed"]:
         backup = quote(record["backup"])
         r = quote(record.get("restore_temp") or path + ".opskit-restore")
@@ -202,17 +207,17 @@ def write_undo(record: dict) -> str:
         return cleanup + (
             f"cur=$(digest {f})\n"
             f"if [ ! -e {f} ]; then conflict {quote(path + ' was removed since opskit wrote it; original kept in ' + record['backup'])}\n"
-            + (f"elif [ \"$cur\" = {new} ]; then chmod {mode} {f} && {restore_ok} || failed {quote('could not restore the mode of ' + path)}\n" if same else
+            + (f"elif [ \"$cur\" = {new} ]; then {root}chmod {mode} {f} && {restore_ok} || failed {quote('could not restore the mode of ' + path)}\n" if same else
                f"elif [ \"$cur\" = {new} ]; then\n"
                f"  if [ \"$(digest {backup})\" != {record['orig_sha256']} ]; then conflict {quote('the backup of ' + path + ' is missing or damaged; left ' + path + ' as opskit wrote it')}\n"
-               f"  elif _err=$(cp {backup} {r} 2>&1){keep} && _err=$(chmod {mode} {r} 2>&1 && mv -f {r} {f} 2>&1); then {restore_ok}\n"
-               f"  else rm -f {r}; failed {quote('could not restore ' + path + ': ')}\"$_err\"; fi\n"
+               f"  elif _err=$({root}cp {backup} {r} 2>&1){keep} && _err=$({root}chmod {mode} {r} 2>&1 && {root}mv -f {r} {f} 2>&1); then {restore_ok}\n"
+               f"  else {root}rm -f {r}; failed {quote('could not restore ' + path + ': ')}\"$_err\"; fi\n"
                f"elif [ \"$cur\" = {record['orig_sha256']} ]; then not_applied {quote(path + ' has its original content')}\n")
             + f"else conflict {quote(path + ' changed since opskit wrote it; left as is; original kept in ' + record['backup'])}; fi"
         )
     return cleanup + (
         f"cur=$(digest {f})\n"
         f"if [ ! -e {f} ]; then not_applied {quote(path + ' is absent')}\n"
-        f"elif [ \"$cur\" = {new} ]; then rm -f {f} && undone {quote('removed ' + path)} || failed {quote('could not remove ' + path)}\n"
+        f"elif [ \"$cur\" = {new} ]; then {root}rm -f {f} && undone {quote('removed ' + path)} || failed {quote('could not remove ' + path)}\n"
         f"else conflict {quote(path + ' changed since opskit created it; left as is')}; fi"
     )

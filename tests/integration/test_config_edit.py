@@ -7,11 +7,15 @@ boundary from the first change on."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
-from lab.user_nginx import UserNginx
+from lab.sudo import sudo_for
+from lab.user_nginx import RootNginx, UserNginx
 from lab.wordpress import free_port
 from tests.conftest import TEST_PLAYBOOKS, wait_until
 from tests.integration.faultmatrix import Matrix, Target
@@ -27,10 +31,22 @@ def nginx(hosts):
     server.stop()
 
 
-def _inventory(hosts, tmp_path, server: UserNginx, value: str = "200 v2"):
-    return hosts.inventory(tmp_path / "inv.yaml", hosts={"h1": {"vars": {
+def _inventory(hosts, tmp_path, server: UserNginx, value: str = "200 v2", **fields):
+    return hosts.inventory(tmp_path / "inv.yaml", hosts={"h1": {**fields, "vars": {
         "nginx_conf": str(server.conf), "nginx_prefix": str(server.prefix), "nginx_value": value,
         "nginx_url": f"http://{server.host.address}:{server.port}/"}}})
+
+
+@pytest.fixture
+def root_nginx(hosts):
+    """Debian's shape: master as root, a root-owned tree the SSH user may only read."""
+    host = hosts.hosts[0]
+    base = Path(tempfile.mkdtemp(prefix="opskit-rootnginx-"))
+    base.chmod(0o755)
+    server = RootNginx(host, free_port(host.address), prefix=base / "nginx").start()
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def _run(opskit, inv, *more):
@@ -90,6 +106,39 @@ def test_confirm_keeps_the_edit_and_check_shows_the_diff_touching_nothing(hosts,
     assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
     assert nginx.fetch() == "v2" and b"return 200 v2;" in nginx.conf.read_bytes()
     assert nginx.reloads() == 1
+
+
+def test_a_root_owned_config_needs_become_and_says_so(hosts, root_nginx, tmp_path, opskit):
+    original = root_nginx.conf.read_bytes()
+    result = _run(opskit, _inventory(hosts, tmp_path, root_nginx), "--hold", "1m")
+    doc = result.json["hosts"]["h1"]
+    assert result.returncode == 1 and doc["status"] == "failed", doc
+    assert "needs root" in doc["error"] and "become: sudo" in doc["error"], doc["error"]
+    # asked for sudo without being allowed it: refused by sudo -n, no password prompt, nothing changed
+    refused = _run(opskit, _inventory(hosts, tmp_path, root_nginx, become="sudo"), "--hold", "1m")
+    assert refused.json["hosts"]["h1"]["status"] == "failed"
+    assert "sudo -n` refused" in refused.json["hosts"]["h1"]["error"], refused.json["hosts"]["h1"]["error"]
+    assert root_nginx.conf.read_bytes() == original and root_nginx.reloads() == 0
+
+
+def test_become_sudo_edits_reloads_and_the_guard_alone_undoes_as_root(hosts, root_nginx, tmp_path, opskit):
+    original = root_nginx.conf.read_bytes()
+    before = root_nginx.conf.stat()
+    inv = _inventory(hosts, tmp_path, root_nginx, become="sudo")
+    with sudo_for(hosts.hosts[0].user):
+        held = _run(opskit, inv, "--hold", "3s", "--detach")
+        doc = held.json["hosts"]["h1"]
+        assert held.returncode == 0 and doc["status"] == "held", (doc, held.stderr)
+        assert root_nginx.fetch() == "v2" and root_nginx.reloads() == 1
+        changed = root_nginx.conf.stat()
+        assert (changed.st_uid, changed.st_gid, changed.st_mode) == (0, 0, before.st_mode)
+        wait_until(lambda: _state(hosts.hosts[0], held.json["run_id"]) == "rolled_back", 15, what="the guard's rollback")
+        assert root_nginx.conf.read_bytes() == original
+        after = root_nginx.conf.stat()
+        assert (after.st_uid, after.st_gid, after.st_mode) == (0, 0, before.st_mode)
+        wait_until(lambda: root_nginx.fetch() == "v1", 5, what="nginx serving the restored file")
+        assert root_nginx.reloads() == 2 and root_nginx.process.poll() is None
+        assert not list(root_nginx.prefix.glob(".nginx.conf.opskit-*")), "a temp file was left"
 
 
 def _fault_target(host, server: UserNginx, inventory) -> Target:
