@@ -9,6 +9,9 @@ syntax.
     effective(config, "www", "request_terminate_timeout")            # EffectiveValue('0', None, 'default')
     fpm_seconds("5m")                                                # 300
 
+    tt = parse_tt(stderr_of_php_fpm_tt)                              # `php-fpm8.2 -tt`: effective values
+    effective(tt, "www", "request_terminate_timeout").value          # '0s' (printed, defaults included)
+
 As php-fpm does: `include=` expands a glob(3) pattern where it stands (a relative
 path is relative to the prefix, /usr unless php-fpm runs with -p), the section
 in force runs on through included files, and a later assignment in a pool wins.
@@ -18,6 +21,7 @@ a directive's line or after `FpmSection.last_key_line`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -176,3 +180,44 @@ def same_value(key: str, a: str, b: str) -> bool:
         seconds = fpm_seconds(a), fpm_seconds(b)
         return None not in seconds and seconds[0] == seconds[1]
     return False
+
+
+# -- php-fpm -tt --------------------------------------------------------------------
+
+TT_FILE = "php-fpm -tt"   # the `file` of the directives parse_tt returns: their line is the dump's line
+_TT_LINE = re.compile(r"^(?:\[[^\]]*\] )?NOTICE: (.*)$")
+_TT_SUCCESS = re.compile(r"configuration file (.+) test is successful")
+
+
+def parse_tt(text: str) -> FpmConfig:
+    """The effective configuration `php-fpm -tt` prints on stderr ("[date] NOTICE: [pool]",
+    "[date] NOTICE: \tkey = value"), as an FpmConfig: every setting php-fpm resolved,
+    defaults included, $pool expanded, each with the dump's line number and file TT_FILE,
+    so effective() and pool_settings() read it as they read the files. php-fpm prints
+    "undefined" for a setting left unset: such settings are left out (effective() then
+    gives DEFAULTS, or None). Raises ValueError when the text is no -tt dump (php-fpm
+    printed errors instead: see tt_succeeded)."""
+    directives: list[FpmDirective] = []
+    sections: list[list] = []
+    for number, line in enumerate(text.split("\n"), 1):
+        match = _TT_LINE.match(line.rstrip("\r"))
+        if match is None:
+            continue
+        body = match.group(1)
+        stripped = body.strip()
+        if stripped.startswith("[") and stripped.endswith("]") and not body.startswith("\t"):
+            sections.append([stripped[1:-1], TT_FILE, number, number])
+        elif body.startswith("\t") and " = " in body and sections:
+            key, _, value = body[1:].partition(" = ")
+            sections[-1][3] = number
+            if value != "undefined":
+                directives.append(FpmDirective(key.strip(), value, TT_FILE, number, sections[-1][0]))
+    if not any(section[0] == GLOBAL for section in sections):
+        raise ValueError("no '[global]' NOTICE line: not the output of php-fpm -tt")
+    return FpmConfig(TT_FILE, tuple(directives), tuple(FpmSection(*section) for section in sections))
+
+
+def tt_succeeded(text: str) -> str | None:
+    """The main file php-fpm -t/-tt tested, when it printed "test is successful"; else None."""
+    match = _TT_SUCCESS.search(text)
+    return match.group(1) if match else None

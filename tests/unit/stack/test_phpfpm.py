@@ -120,3 +120,66 @@ def test_same_value():
     assert phpfpm.same_value("request_terminate_timeout", "60", "1m")
     assert not phpfpm.same_value("pm.max_children", "60", "1m")
     assert phpfpm.same_value("pm.max_children", " 5", "5")
+
+
+# -- php-fpm -tt: tests/captures/php-fpm-8.2-debian12/tt (php-fpm8.2 -n -tt on our private config,
+#    made by tests/captures/refresh_phpfpm_tt.py; line numbers read off php-fpm-tt.txt by hand)
+
+TT = CAPTURE / "tt"
+
+
+@pytest.fixture(scope="module")
+def tt_text() -> str:
+    return (TT / "php-fpm-tt.txt").read_text()
+
+
+def test_parse_tt_pools_and_sections(tt_text):
+    tt = phpfpm.parse_tt(tt_text)
+    assert tt.main == phpfpm.TT_FILE and tt.pools() == ("site1", "site2")
+    assert [(s.name, s.line, s.last_key_line) for s in tt.sections] == [("global", 1, 18), ("site1", 20, 62),
+                                                                       ("site2", 64, 104)]
+    pid = phpfpm.effective(tt, "global", "pid")
+    assert (pid.value, pid.directive.line) == ("/tmp/opskit-capture/php-fpm-tt/run/php-fpm.pid", 2)
+
+
+def test_parse_tt_effective_values_defaults_included(tt_text):
+    tt = phpfpm.parse_tt(tt_text)
+    site1 = phpfpm.pool_settings(tt, "site1")
+    assert (site1.listen.value, site1.pm_max_children.value, site1.request_terminate_timeout.value,
+            site1.request_slowlog_timeout.value, site1.slowlog.value) == (
+        "/tmp/opskit-capture/php-fpm-tt/run/site1.sock", "8", "45s", "5s",   # $pool expanded by php-fpm; 5 → "5s"
+        "/tmp/opskit-capture/php-fpm-tt/log/site1.slow.log")
+    assert site1.request_terminate_timeout.directive.line == 51
+    assert {k: v.value for k, v in site1.php_admin_values.items()} == {"max_execution_time": "40"}
+    assert {k: v.value for k, v in site1.php_values.items()} == {"memory_limit": "256M"}
+    site2 = phpfpm.pool_settings(tt, "site2")
+    # what the pool file leaves out, -tt prints as php-fpm's default
+    assert (site2.request_terminate_timeout.value, site2.request_terminate_timeout.directive.line) == ("0s", 95)
+    assert phpfpm.fpm_seconds(site2.request_terminate_timeout.value) == 0
+    assert site2.slowlog.value is None and site2.slowlog.source == "default"   # printed "undefined"
+    assert phpfpm.effective(tt, "site2", "pm").value == "static"
+    assert phpfpm.effective(tt, "site1", "pm.process_idle_timeout").value == "10"
+
+
+def test_parse_tt_agrees_with_the_pool_files(tt_text):
+    files = {f"/tmp/opskit-capture/php-fpm-tt/{p.relative_to(TT)}": p.read_text()
+             for p in (TT / "php-fpm.conf", TT / "pool.d" / "site1.conf", TT / "pool.d" / "site2.conf")}
+    from_files = phpfpm.parse(files, "/tmp/opskit-capture/php-fpm-tt/php-fpm.conf")
+    tt = phpfpm.parse_tt(tt_text)
+    for pool in ("site1", "site2"):
+        for key in ("pm.max_children", "request_terminate_timeout", "listen"):
+            a, b = phpfpm.pool_settings(from_files, pool), phpfpm.pool_settings(tt, pool)
+            wanted = {"pm.max_children": "pm_max_children", "request_terminate_timeout": "request_terminate_timeout",
+                      "listen": "listen"}[key]
+            assert phpfpm.same_value(key, getattr(a, wanted).value, getattr(b, wanted).value), (pool, key)
+
+
+def test_tt_succeeded_and_errors(tt_text):
+    assert phpfpm.tt_succeeded(tt_text) == "/tmp/opskit-capture/php-fpm-tt/php-fpm.conf"
+    failed = ("[01-Dec-2026 11:30:11] ERROR: [fpm.conf:12] unknown entry 'rlimit_cpu'\n"
+              "[01-Dec-2026 11:30:11] ERROR: failed to load configuration file 'fpm.conf'\n")
+    assert phpfpm.tt_succeeded(failed) is None
+    with pytest.raises(ValueError, match="not the output of php-fpm -tt"):
+        phpfpm.parse_tt(failed)
+    undated = phpfpm.parse_tt("NOTICE: [global]\nNOTICE: \tpid = /run/x.pid\nNOTICE: [www]\nNOTICE: \tpm = ondemand\n")
+    assert phpfpm.effective(undated, "www", "pm").value == "ondemand"
