@@ -4,6 +4,7 @@
     description: one paragraph
     changes: none | temporary | permanent   # temporary: undone when the hold ends unless confirmed
     hold: 15m                               # default hold window for temporary changes
+    options: {measure: {default: false, help: ...}}   # run options, {{ run.measure }}
     steps:
       - name: Find WordPress           # label shown in progress
         id: wp                         # results are available as {{ steps.wp... }}
@@ -60,6 +61,7 @@ class Playbook:
     steps: tuple[Step, ...]
     after_rollback: tuple[Step, ...]
     file: Path
+    options: dict[str, dict] = field(default_factory=dict)   # {{ run.NAME }}: {default, help}
 
     @property
     def changes_things(self) -> bool:
@@ -104,9 +106,9 @@ def load(name: str, extra: tuple[str, ...] = ()) -> Playbook:
 
     if not isinstance(data, dict):
         raise fail((), "a playbook is a mapping with name, description and steps")
-    unknown = set(data) - {"name", "description", "changes", "hold", "steps", "after_rollback"}
+    unknown = set(data) - {"name", "description", "changes", "hold", "options", "steps", "after_rollback"}
     if unknown:
-        raise fail((sorted(unknown)[0],), "unknown field (expected name, description, changes, hold, steps, after_rollback)")
+        raise fail((sorted(unknown)[0],), "unknown field (expected name, description, changes, hold, options, steps, after_rollback)")
     for key in ("name", "description"):
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise fail((key,), "required text")
@@ -130,7 +132,23 @@ def load(name: str, extra: tuple[str, ...] = ()) -> Playbook:
         raise fail(("changes",), "the playbook has change steps: declare changes: temporary or permanent")
     if not has_changes and changes != "none":
         raise fail(("changes",), "the playbook has no change steps: use changes: none")
-    return Playbook(data["name"], data["description"].strip(), changes, hold, steps, after, file)
+    options = _options(data.get("options"), fail)
+    return Playbook(data["name"], data["description"].strip(), changes, hold, steps, after, file, options)
+
+
+def _options(raw: Any, fail) -> dict[str, dict]:
+    """options: {NAME: {default: VALUE, help: TEXT}} — run options the steps read as
+    {{ run.NAME }}; the command line sets them (opskit run ... --measure, --script-time)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise fail(("options",), "a mapping of option name to {default, help}")
+    for name, spec in raw.items():
+        if not isinstance(name, str) or not name.replace("_", "").isalnum() or name in ("id", "now"):
+            raise fail(("options", name), "an option name uses letters, digits and '_' (not id or now)")
+        if not isinstance(spec, dict) or set(spec) - {"default", "help"} or "default" not in spec:
+            raise fail(("options", name), "an option is a mapping with default (and help)")
+    return {name: dict(spec) for name, spec in raw.items()}
 
 
 def _step(located, path: tuple, raw: Any, ids: set[str], fail) -> Step:

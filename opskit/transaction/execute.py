@@ -47,7 +47,8 @@ class StepExecution:
     def context_values(self) -> dict[str, Any]:
         # run.now: the controller's clock, read here so rules never read it themselves
         return {"host": self.host.model_dump(), "steps": self.ctx.results,
-                "run": {"id": self.run.run_id, "now": time.time()}}
+                "run": {**{name: spec["default"] for name, spec in self.run.playbook.options.items()},
+                        **self.run.options.values, "id": self.run.run_id, "now": time.time()}}
 
     def run_steps(self, steps: tuple[Step, ...], after_rollback: bool = False) -> None:
         for position, step in enumerate(steps):

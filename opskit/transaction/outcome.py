@@ -50,6 +50,7 @@ class RunOptions:
     forks: int = 20
     detach: bool = False             # leave temporary changes to the guard instead of waiting
     accept_new_host_keys: bool = False
+    values: dict = field(default_factory=dict)   # run options playbooks read as {{ run.NAME }} (--measure, --script-time)
 
 
 @dataclass
