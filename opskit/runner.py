@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, TypeVar
 
@@ -41,15 +41,12 @@ def for_each_host(hosts: list[Host], fn: Callable[[Host], T], forks: int = 20) -
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts))), thread_name_prefix="opskit-host") as pool:
         futures = {host.name: pool.submit(fn, host) for host in hosts}
         for name, future in futures.items():
-            while True:
-                try:
-                    results[name] = future.result(timeout=0.2)
-                    break
-                except TimeoutError:
-                    continue
-                except Exception as exc:   # noqa: BLE001 — handed to the caller, per host
-                    results[name] = exc
-                    break
+            # wait in short slices (signals are handled between them); only what the worker
+            # raised is the host's: an exception raised here, in the waiting thread, is not
+            while not wait([future], timeout=0.2).done:
+                pass
+            error = future.exception()
+            results[name] = error if error is not None else future.result()
     return results
 
 

@@ -40,6 +40,7 @@ class Context:
     run_id: str
     check_mode: bool = False
     results: dict[str, Any] = field(default_factory=dict)   # step id → value
+    interrupt: Any = None        # the run's threading.Event: a long check (measure) stops when it is set
 
     def path(self, path: str) -> str:
         return self.session.path(path)

@@ -68,7 +68,7 @@ class Transaction(Connecting, StepExecution, WriteAhead, Endings):
         self.outcome = HostOutcome(host.name)
         self.session = session or Session(host, run.options.accept_new_host_keys)
         self.connected = session is not None
-        self.ctx = Context(host, self.session, run.run_id, run.options.check_mode)
+        self.ctx = Context(host, self.session, run.run_id, run.options.check_mode, interrupt=run.interrupt)
         self.undo_bodies: list[str] = []
         self.handlers: list[str] = []      # reloads to run after the changes and after the undos
         self.records: list[dict] = []
