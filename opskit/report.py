@@ -20,12 +20,71 @@ STATUS_STYLE = {"ok": "green", "changed": "green", "kept": "green", "held": "yel
 
 
 def json_document(run_id: str, playbook: str, outcomes: dict[str, HostOutcome], check_mode: bool) -> dict:
+    hosts = {}
+    for name, outcome in outcomes.items():
+        hosts[name] = outcome.to_json()
+        timeouts = timeouts_summary(outcome.steps)
+        if timeouts is not None:   # check-timeouts: the chain and the measurement, as the table shows them
+            hosts[name]["timeouts"] = timeouts
     return {
         "run_id": run_id,
         "playbook": playbook,
         "check": check_mode,
-        "hosts": {name: outcome.to_json() for name, outcome in outcomes.items()},
+        "hosts": hosts,
     }
+
+
+def chain_step(steps: list[dict]) -> dict | None:
+    """The timeout_chain rule's value among a host's steps (its `layers`), if it ran."""
+    return next((s["value"] for s in steps if s.get("kind") == "rule" and isinstance(s.get("value"), dict)
+                 and "layers" in s["value"] and "fires_first" in s["value"]), None)
+
+
+def measure_step(steps: list[dict]) -> dict | None:
+    return next((s["value"]["observed"] for s in steps if s.get("kind") == "check" and isinstance(s.get("value"), dict)
+                 and isinstance(s["value"].get("observed"), dict) and "modes" in s["value"]["observed"]), None)
+
+
+def timeouts_summary(steps: list[dict]) -> dict | None:
+    """{"chain": {layers, fires_first, ...}, "measure": {...} | None} for --json; None when no chain ran."""
+    chain = chain_step(steps)
+    if chain is None:
+        return None
+    keys = ("served_by", "layers", "fires_first", "fires_first_seconds", "visitor_sees", "certain", "cpu_bound",
+            "unknown", "off", "misordered", "consistent", "proposal", "changes")
+    return {"chain": {k: chain.get(k) for k in keys}, "measure": measure_step(steps)}
+
+
+def _where(layer: dict, short) -> str:
+    source = layer.get("source")
+    if source in ("set", "inherited") and layer.get("file"):
+        at = short(layer["file"]) + (f":{layer['line']}" if layer.get("line") else "")
+        return at + (" (inherited)" if source == "inherited" else "")
+    return {"default": "default", "inventory": "inventory", "unknown": "unknown"}.get(source, source or "-")
+
+
+def chain_table(chain: dict, short=lambda text: text):
+    """The timeout chain of one host: layer, value, where set, what the visitor sees, what fires first."""
+    from rich.table import Table
+
+    table = Table(box=None, padding=(0, 2, 0, 2), show_edge=False)
+    for column in ("layer", "value", "where set", "visitor sees", "fires first"):
+        table.add_column(column)
+    busy = (chain.get("cpu_bound") or {}).get("fires_first")
+    for layer in chain.get("layers", []):
+        if layer["state"] == "unknown":
+            value = "unknown"
+        else:
+            value = layer.get("raw") or f"{layer.get('seconds')}s"
+            value += " (off)" if layer["state"] == "off" else ""
+        first = []
+        if layer["layer"] == chain.get("fires_first"):
+            first.append("first" + ("" if chain.get("certain") else " (of the known)"))
+        if busy == layer["layer"] and busy != chain.get("fires_first"):
+            first.append("first when busy on the CPU")
+        table.add_row(layer["label"], value, _plain(_where(layer, short)), layer.get("visitor_sees") or "",
+                      ", ".join(first))
+    return table
 
 
 def print_json(document: dict, stream: IO[str] | None = None) -> None:
@@ -153,12 +212,17 @@ def print_details(console, outcomes: dict[str, HostOutcome], check_mode: bool, s
 
     for name, o in outcomes.items():
         lines = []
-        if o.error and not any(o.error.endswith(f.summary) for f in o.findings):
-            lines.append(Text(f"  error: {o.error}", style="red"))
-        for finding in o.findings:
-            lines.append(finding)
         def short(text: str) -> str:
             return text.replace(o.home + "/", "~/") if o.home and o.home != "/" else text
+
+        if o.error and not any(o.error.endswith(f.summary) for f in o.findings):
+            lines.append(Text(f"  error: {o.error}", style="red"))
+        chain = chain_step(o.steps)
+        if chain is not None:   # check-timeouts: the chain first, then the findings
+            lines.append(Text("  timeout chain, inner to outer:"))
+            lines.append(chain_table(chain, short))
+        for finding in o.findings:
+            lines.append(finding)
 
         for change in o.changes:
             # an undo's own message says what happened; otherwise say what the change was

@@ -1,4 +1,6 @@
-"""Probe parsers on real captured output (opskit/probes/system.py, opskit/probes/wordpress.py).
+"""Probe parsers on real captured output (opskit/probes/system.py, opskit/probes/wordpress.py, and
+check-timeouts' probes: nginx_timeouts, apache_timeouts, phpfpm_timeouts, php_timeouts, kill_evidence,
+log_scan, host_load).
 
 tests/captures/probes/<probe>/<situation>.txt holds the raw output of the probe's
 own script (captured by tests/captures/refresh_probes.py, see the README there);
@@ -36,7 +38,12 @@ def test_captures_are_complete():
     jsons = {p.with_suffix("") for p in CAPTURES.glob("*/*.json")}
     assert txts == jsons, f"captures without expectations or the reverse: {sorted(txts ^ jsons)}"
     probes = {p.parent.name for p in txts}
-    assert probes == {"system", "php", "nginx", "apache", "wordpress", "wp_plugin"} and probes <= set(PROBES)
+    # check-timeouts' probes: tests/captures/refresh_timeout_probes.py
+    timeouts = {"nginx_timeouts", "apache_timeouts", "phpfpm_timeouts", "php_timeouts", "kill_evidence", "log_scan",
+                "host_load"}
+    assert probes == {"system", "php", "nginx", "apache", "wordpress", "wp_plugin"} | timeouts and probes <= set(PROBES)
+    for probe in ("nginx_timeouts", "phpfpm_timeouts", "apache_timeouts"):
+        assert "absent" in {p.name for p in txts if p.parent.name == probe}, f"{probe}: no 'absent' capture"
     for probe in ("php", "nginx", "apache", "wordpress"):
         situations = {p.name for p in txts if p.parent.name == probe}
         assert situations & {"present", "root-given"}, f"{probe}: no 'present' capture"
