@@ -7,8 +7,11 @@ do the work and have no error handling of their own.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -133,15 +136,25 @@ def show_cmd(name, playbook_path):
 @click.option("--detach", is_flag=True, help="Do not wait for the hold: leave the guard on each host to undo at the deadline.")
 @click.option("--accept-new-host-keys", is_flag=True, help="Record unknown host keys (like OpenSSH accept-new). Changed keys are always refused.")
 @click.option("--playbook-path", multiple=True, metavar="DIR", help="Also look for playbooks in DIR (repeatable).")
+@click.option("--watch", "watch", is_flag=False, flag_value="10s", default=None, metavar="[INTERVAL]",
+              help="Read-only playbooks with a dns check (dns-check): run again every INTERVAL (default 10s) with a live "
+                   "per-resolver table until every resolver serves the new answer; exit 0 when propagated.")
+@click.option("--watch-limit", metavar="DURATION", default="1h", show_default=True,
+              help="With --watch: give up (exit 1) after this long.")
+@click.option("--measure", is_flag=True, help="check-timeouts: upload a temporary PHP probe (removed at the end of the "
+                                             "run) and measure the real kill time from the origin.")
+@click.option("--measure-max", metavar="DURATION", default=None,
+              help="With --measure: the longest a measuring request may last (default 120s).")
 @click.pass_context
 def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hold, forks, as_json, yes, detach,
-            accept_new_host_keys, playbook_path):
+            accept_new_host_keys, playbook_path, watch, watch_limit, measure, measure_max):
     """Run PLAYBOOK on the selected hosts, one transaction per host.
 
     Changes are journalled before they are made, a guard on each host undoes
     them by itself at the deadline, and everything is rolled back when a step
     fails, a check fails, or you press Ctrl-C.
     """
+    startup_done = _pause_gc_for_startup(ctx)
     from opskit import inventory as inv
     from opskit import playbook as pb
     from opskit import report
@@ -159,8 +172,24 @@ def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hol
     inventory_file = _inventory_path(ctx, inventory)
     loaded = inv.load(inventory_file)
     selected = loaded.select(hosts, groups, select_all)
+    values = {}
+    if measure or measure_max is not None:   # --measure, --measure-max → {{ run.measure }}, {{ run.measure_max }}
+        if "measure" not in book.options:
+            raise InputError(f"--measure: playbook {book.name} measures nothing (check-timeouts does)")
+        try:
+            values["measure_max"] = parse_duration(measure_max or "120s", maximum=3600)
+        except ValueError as exc:
+            raise InputError(f"--measure-max: {exc}") from None
+        if values["measure_max"] < 1:
+            raise InputError("--measure-max: must be at least 1s")
+        values["measure"] = bool(measure)
     options = RunOptions(check_mode=check_mode, hold=hold_seconds, forks=forks, detach=detach,
-                         accept_new_host_keys=accept_new_host_keys)
+                         accept_new_host_keys=accept_new_host_keys, values=values)
+    if watch is not None:   # --watch [INTERVAL]: poll until propagated (the loop is opskit/watch.py)
+        from opskit import watch as watching
+        startup_done()   # polls may run for an hour: the garbage collector back on
+        ctx.exit(watching.watch(book, selected, options, str(inventory_file.resolve()), watch, watch_limit, as_json,
+                                _stderr_console, _interrupts))
     if book.changes_things and not check_mode and not yes and sys.stdin.isatty() and not as_json:
         click.confirm(f"{book.name} may change {len(selected)} host(s): {', '.join(h.name for h in selected[:10])}"
                       f"{' …' if len(selected) > 10 else ''}. Go ahead?", abort=True, err=True)
@@ -178,6 +207,7 @@ def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hol
     if not as_json:
         console.print(f"run [bold]{run.run_id}[/] — {book.name} on {len(selected)} host(s)"
                       + (" [yellow](--check: nothing will change)[/]" if check_mode else ""))
+    startup_done()
     with _interrupts(run.interrupt, console):
         if isinstance(observer, report.RichObserver):
             with observer:
@@ -192,6 +222,26 @@ def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hol
         if any(o.status == "held" for o in outcomes.values()):
             console.print(f"Held. `opskit confirm {run.run_id}` keeps the changes; `opskit rollback {run.run_id}` undoes them now.")
     ctx.exit(exit_code(outcomes, run.interrupt.is_set()))
+
+
+def _pause_gc_for_startup(ctx: click.Context):
+    """Start-up (the imports, the playbook, the inventory) makes some 50k objects that live as
+    long as the process, and the garbage collector would walk them again and again while they
+    are young. It is paused until the returned function is called, which freezes them (later
+    collections skip them) and resumes it. A command that ends before (bad input) resumes it
+    through its click context."""
+    if not gc.isenabled():
+        return lambda: None
+    gc.disable()
+
+    def resume(freeze: bool = True) -> None:
+        if not gc.isenabled():
+            if freeze:
+                gc.freeze()
+            gc.enable()
+
+    ctx.call_on_close(lambda: resume(freeze=False))
+    return resume
 
 
 # SIGHUP is the terminal or the SSH session to the admin's machine going away: by default it
@@ -216,11 +266,15 @@ class _interrupts:
     def _say(self, text: str) -> None:
         # after SIGHUP the terminal is gone and writing fails (EIO): an exception raised in a
         # signal handler would surface in the middle of the run instead of letting it roll back
+        # --json made no console: plain text then, since importing rich inside a signal
+        # handler can interrupt an import of it and fail half-way
         try:
             if self.console is None:
-                self.console = _stderr_console()
-            self.console.print(text)
-        except (OSError, ValueError):
+                sys.stderr.write(re.sub(r"\[/?[a-z ]*\]", "", text) + "\n")
+                sys.stderr.flush()
+            else:
+                self.console.print(text)
+        except Exception:   # noqa: BLE001 — never let the handler break the rollback
             pass
 
     def __enter__(self):
@@ -396,8 +450,26 @@ def inventory_check(ctx, inventory, hosts, groups, select_all, connect, accept_n
     ctx.exit(ExitCode.OK if all(isinstance(a, str) for a in results.values()) else ExitCode.HOST_FAILED)
 
 
+def _freeze_at_exit() -> None:
+    """Once per process: at interpreter exit, move every object to gc's permanent generation.
+
+    The teardown that follows runs full garbage collections, and each walks every object the
+    imports made (paramiko, invoke, pydantic, ...): about 0.1 s of CPU on every command, for
+    nothing, since the memory goes back with the process. Frozen objects are skipped. The output
+    is written and flushed by then, and the atexit handlers registered before this one (logging's
+    flush, for one) still run, after it."""
+    global _freeze_registered
+    if not _freeze_registered:
+        _freeze_registered = True
+        atexit.register(gc.freeze)
+
+
+_freeze_registered = False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Outer entry: known errors → one line and an exit code; bugs → a traceback file."""
+    _freeze_at_exit()
     args = sys.argv[1:] if argv is None else argv
     try:
         code = cli.main(args=args, prog_name="opskit", standalone_mode=False)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from opskit import located_yaml
 from opskit.errors import InventoryError, InputError
@@ -142,12 +142,39 @@ class TlsSettings(_Strict):
         return self
 
 
+def _when_text(value: Any) -> Any:
+    """A YAML timestamp (2026-12-05 or 2026-12-05T22:00:00Z) arrives as a date/datetime: keep it as
+    ISO 8601 text (journals are JSON); text must parse as ISO 8601 too."""
+    import datetime
+
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, str):
+        datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    return value
+
+
+def _hostname(value: str) -> str:
+    if not HOSTNAME_RE.fullmatch(value):
+        raise ValueError(f"not a host name: {value!r}")
+    return value
+
+
+HostnameText = Annotated[str, AfterValidator(_hostname)]
+
+
 class DnsSettings(_Strict):
     domain: str | None = None
     expect: list[IpText] = []        # addresses the domain should resolve to after a move
     old: list[IpText] = []           # addresses of the previous host
     resolvers: list[Endpoint53] = []     # caching resolvers to ask: ip or ip:port
     nameservers: list[Endpoint53] = []   # authoritative servers: ip or ip:port
+    # dns-check: the names asked (default: the domain and www.<domain>), the wait for each query,
+    # and a planned move (ISO 8601 time, naive = UTC) with the TTL to lower to before it
+    names: list[HostnameText] = []
+    timeout: Annotated[Seconds, Field(le=60)] = 3.0
+    move_at: Annotated[str, BeforeValidator(_when_text)] | None = None
+    move_ttl: Annotated[int, Field(strict=True, gt=0, le=86400)] = 300
 
     # Annotated items (below) make pydantic report the index of the bad entry.
 

@@ -11,6 +11,7 @@ PACKAGES=(
   openssh-server openssh-client   # sshd per simulated host, ssh-keygen, ssh for the benchmark
   cron                            # the crontab command: the guard's second scheduler
   nginx-light php-fpm php-cli php-mysql mariadb-server wordpress apache2   # the WordPress stack (wordpress pulls apache2 anyway)
+  nsd unbound                     # dns-check: an authoritative server and a caching resolver (lab/dns.py)
   python3-venv procps util-linux passwd ca-certificates
   sudo                            # become: sudo, tested with a lab user granted NOPASSWD for one test
 )
