@@ -106,7 +106,7 @@ class PlainObserver:
             self.stream.flush()
 
     def host_started(self, host):
-        self._line(f"{host}: connecting")
+        self._line(f"{host}: started")
 
     def host_step(self, host, label, status, detail=""):
         self._line(f"{host}: {label}: {status}" + (f" — {detail}" if detail else ""))
@@ -146,7 +146,7 @@ class RichObserver:
             return self.tasks[host]
 
     def host_started(self, host):
-        self.progress.update(self._task(host), description="connecting")
+        self.progress.update(self._task(host), description="started")
 
     def host_step(self, host, label, status, detail=""):
         from rich.markup import escape

@@ -5,7 +5,7 @@ private lab (users opskit-k*, addresses 127.0.70.x: never the main suite's).
 
 Each case configures the servers for real, provokes what it is about (a request killed by
 php-fpm's terminate timeout, by a test-side kill script, by a CPU limit; a 504 at the origin
-and at the edge; exhausted workers), runs `opskit run check-timeouts --json` and asserts the
+and at the edge; exhausted workers; the same site behind Apache with mod_proxy_fcgi, lab/apache.py), runs `opskit run check-timeouts --json` and asserts the
 finding's cause and evidence. One server setup for the module; each case reconfigures it.
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from lab import apache
 from lab.sshd import Lab
 from lab.sudo import sudo_for
 from lab.timeouts import TimeoutSite
@@ -326,3 +327,71 @@ def test_measure_interrupted_mid_measure_leaves_no_file(case):
     doc = json.loads(out)["hosts"]["h1"]
     assert doc["status"] == "rolled_back" and doc["rollback"]["reason"] == "interrupted"
     assert [c["state"] for c in doc["changes"]] == ["undone"]
+
+
+# -- Apache (mod_proxy_fcgi) in front of php-fpm, as many VPS and cPanel hosts run PHP -----------
+
+@pytest.fixture
+def front(case):
+    """The site served by Apache 2.4 alone (nginx stopped), its PHP passed to php-fpm's socket;
+    afterwards Apache is stopped and the site's nginx started again."""
+    if not apache.available():
+        pytest.fail(f"Apache is not installed ({apache.APACHE}, mod_proxy_fcgi in {apache.APACHE_MODULES})")
+    the = apache.ApacheFront(case.site)
+    try:
+        yield the
+    finally:
+        the.stop()
+
+
+def apache_inventory(case, front) -> Path:
+    return case.inventory_with("apache", origin=front.url)
+
+
+def test_apache_proxy_timeout_shorter_gives_a_504(case, front):
+    site = case.site
+    site.configure(pool=apache.CAN_CONNECT)
+    front.start(proxy_timeout="2")
+    assert front.get("/sleep.php?s=5") == 504
+    time.sleep(3.5)   # the abandoned worker sleeps on
+    _, doc = case.run(inventory=apache_inventory(case, front))
+    found = one(doc, "gateway-timeout", "Apache")
+    shown = printed(found)
+    assert found["severity"] == "error", shown
+    log = found["evidence"][0]
+    stamp = re.fullmatch(re.escape(f"{site.log('apache-error.log')}:") + r"\d+: \[\w{3} \w{3} \d\d "
+                         r"(\d\d:\d\d:\d\d\.\d{6}) (\d{4})\] \[proxy_fcgi:error\] \[pid \d+:tid \d+\] "
+                         r"\(70007\)The timeout specified has expired: " + re.escape(f"[client {site.address}:")
+                         + r"\d+\] AH01075: Error dispatching request to : \(polling\)", log)
+    assert stamp, shown
+    assert re.fullmatch(r"Apache \(mod_proxy_fcgi\) gave up waiting for php-fpm after its ProxyTimeout \(2s\) once "
+                        rf"\({stamp[2]}-\d\d-\d\dT{re.escape(stamp[1])}\): the visitor got a 504 while the PHP "
+                        r"worker kept running", found["summary"]), shown
+    line = front.line_of("ProxyTimeout")
+    assert found["evidence"][1:] == [f"{front.conf}:{line}: ProxyTimeout 2 (inherited from server config)"], shown
+    assert not [f for f in findings(doc, "gateway-timeout") if "nginx" in f["summary"]], shown
+    assert step_value(doc, "web")["apache_timeouts"]["served_by"] == "apache-proxy-fcgi"
+
+
+def test_apache_chain_says_proxy_timeout_fires_first(case, front):
+    """No incident: ProxyTimeout 20 in front of a pool that waits 300s (max_execution_time 30, Timeout 60)."""
+    site = case.site
+    site.configure(pool={"request_terminate_timeout": "300", **apache.CAN_CONNECT})
+    front.start(proxy_timeout="20")
+    _, doc = case.run(inventory=apache_inventory(case, front))
+    found = one(doc, "timeout-chain")
+    shown = printed(found)
+    assert found["summary"].startswith(
+        "for a slow request, Apache ProxyTimeout fires first, after 20s: Apache (mod_proxy_fcgi) gives up on php-fpm "
+        "and answers 504 while the worker keeps running; Apache ProxyTimeout (20s) fires at or before PHP "
+        "max_execution_time (30s) and php-fpm request_terminate_timeout (300s), which should end the request first: "
+        "the visitor gets 504 instead of 500;"), shown
+    line = front.line_of("ProxyTimeout")
+    evidence_with(found, f"{front.conf}:{line}: ProxyTimeout 20 (inherited from server config)")
+    line = line_of(site.pool_conf, "request_terminate_timeout")
+    evidence_with(found, f"{site.pool_conf}:{line}: request_terminate_timeout = 300 (in [{site.pool_name}])")
+    chain = step_value(doc, "chain")
+    assert (chain["served_by"], chain["fires_first"], chain["visitor_sees"]) == \
+        ("apache-proxy-fcgi", "apache_proxy_timeout", "504"), chain
+    for cause in ("fpm-timeout", "gateway-timeout", "kill-script"):
+        assert not findings(doc, cause), cause
