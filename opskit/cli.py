@@ -190,7 +190,7 @@ def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hol
         startup_done()   # polls may run for an hour: the garbage collector back on
         ctx.exit(watching.watch(book, selected, options, str(inventory_file.resolve()), watch, watch_limit, as_json,
                                 _stderr_console, _interrupts))
-    if book.changes_things and not check_mode and not yes and sys.stdin.isatty() and not as_json:
+    if book.may_change(options.values) and not check_mode and not yes and sys.stdin.isatty() and not as_json:
         click.confirm(f"{book.name} may change {len(selected)} host(s): {', '.join(h.name for h in selected[:10])}"
                       f"{' …' if len(selected) > 10 else ''}. Go ahead?", abort=True, err=True)
     run = Run(new_run_id(), book, selected, options, Journal.default(), inventory_file=str(inventory_file.resolve()))

@@ -67,6 +67,21 @@ class Playbook:
     def changes_things(self) -> bool:
         return any(s.kind == "change" for s in self.steps)
 
+    def may_change(self, values: dict[str, Any] | None = None) -> bool:
+        """Can a run with these run options change anything? A change step whose `when:` is
+        a run option that is off (check-timeouts without --measure) cannot: such a run
+        takes no lock, arms no guard and asks no confirmation."""
+        run = {name: spec["default"] for name, spec in self.options.items()} | (values or {})
+        for step in self.steps:
+            if step.kind != "change":
+                continue
+            refs = references.references(step.when) if step.when is not None else []
+            if len(refs) == 1 and refs[0].startswith("run.") and refs[0][4:] in run:
+                if not references.truthy(run[refs[0][4:]]):
+                    continue   # decided by a run option, and it is off
+            return True
+        return False
+
 
 def search_path(extra: tuple[str, ...] = ()) -> list[Path]:
     return [Path(p) for p in extra] + [BUILTIN_DIR]

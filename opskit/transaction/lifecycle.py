@@ -74,7 +74,8 @@ class Transaction(Connecting, StepExecution, WriteAhead, Endings):
         self.records: list[dict] = []
         self.armed_at: float | None = None
         self.locked = False
-        self.needs_lock = run.playbook.changes_things and not run.options.check_mode
+        self.may_change = run.playbook.may_change(run.options.values)
+        self.needs_lock = self.may_change and not run.options.check_mode
 
     @property
     def tx_dir(self) -> str:
@@ -87,7 +88,7 @@ class Transaction(Connecting, StepExecution, WriteAhead, Endings):
     def execute(self) -> HostOutcome:
         try:
             try:
-                if self.run.playbook.changes_things:
+                if self.may_change:
                     self.connect()   # at the start: the lock comes before any step
             except TransportError as exc:
                 raise NotConnected(Status.UNREACHABLE, str(exc)) from None

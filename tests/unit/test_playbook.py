@@ -187,3 +187,16 @@ def test_an_unknown_host_field_is_refused_before_any_inventory_or_connection(tmp
         playbook.load(str(path))
     assert str(caught.value) == (f"{path}:7: steps.1.with: {{{{ host.conect_timeout }}}}: host has no field "
                                  "'conect_timeout' (did you mean connect_timeout, command_timeout?)")
+
+
+def test_a_change_behind_an_option_that_is_off_cannot_change_anything(tmp_path):
+    book = tmp_path / "opt.yaml"
+    book.write_text(
+        "name: opt\ndescription: d\nchanges: temporary\nhold: 10s\n"
+        "options: {measure: {default: false, help: measure}}\nsteps:\n"
+        "  - probe: system\n"
+        "  - change: write_file\n    with: {path: ~/x, content: y}\n    when: \"{{ run.measure }}\"\n")
+    loaded = playbook.load(str(book))
+    assert loaded.changes_things
+    assert not loaded.may_change({}) and not loaded.may_change({"measure": False})
+    assert loaded.may_change({"measure": True})
