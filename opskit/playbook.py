@@ -110,7 +110,6 @@ def find(name: str, extra: tuple[str, ...] = ()) -> Path:
 
 
 def load(name: str, extra: tuple[str, ...] = ()) -> Playbook:
-    step_kinds.load_builtin_steps()
     file = find(name, extra)
     located = located_yaml.load(file, "playbook")
     data = located.data

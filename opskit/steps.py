@@ -8,14 +8,19 @@
 
 Each kind declares a pydantic `Params` model so playbook mistakes are caught
 when the playbook loads, with file and line. Step modules register themselves
-with @register and are found by walking those four packages: adding a module
-there is all it takes.
+with @register; each kind's Registry finds them in its package by name, importing
+only the modules a playbook uses: adding a module there is all it takes.
 """
 
 from __future__ import annotations
 
 import enum
+import importlib
+import importlib.util
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -164,31 +169,83 @@ class Rule:
         return None
 
 
-PROBES: dict[str, type[Probe]] = {}
-CHANGES: dict[str, type[Change]] = {}
-CHECKS: dict[str, type[Check]] = {}
-RULES: dict[str, type[Rule]] = {}
+class Registry(Mapping):
+    """The steps of one kind by name, imported on first use.
 
-KINDS: dict[str, tuple[type, dict]] = {
+    Start-up cost matters (a 50-host run is measured against plain ssh), so the step
+    modules are not all imported up front: the package's files are scanned as text for
+    their class-level `name = "..."` and a module is imported when one of its names is
+    asked for. tests/unit/test_steps_registry.py checks the scan against a full import.
+    """
+
+    def __init__(self, package: str):
+        self.package = package
+        self._classes: dict[str, type] = {}
+        self._where: dict[str, list[str]] | None = None
+
+    def index(self) -> dict[str, list[str]]:
+        """name → the modules that declare it (scanned as text, nothing imported)."""
+        if self._where is None:
+            spec = importlib.util.find_spec(self.package)
+            where: dict[str, list[str]] = {}
+            for folder in spec.submodule_search_locations or ():
+                for file in sorted(Path(folder).glob("*.py")):
+                    if file.name.startswith("_"):
+                        continue
+                    for body in _REGISTERED_CLASS.findall(file.read_text(encoding="utf-8")):
+                        for name in _DECLARED_NAME.findall(body)[:1]:
+                            where.setdefault(name, []).append(f"{self.package}.{file.stem}")
+            self._where = where
+        return self._where
+
+    def add(self, cls: type) -> None:
+        self._classes[cls.name] = cls
+
+    def __getitem__(self, name: str) -> type:
+        if name not in self._classes:
+            for module in self.index().get(name, ()):
+                importlib.import_module(module)
+        return self._classes[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes or name in self.index()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(set(self.index()) | set(self._classes)))
+
+    def __len__(self) -> int:
+        return len(set(self.index()) | set(self._classes))
+
+    def load_all(self) -> None:
+        for modules in self.index().values():
+            for module in modules:
+                importlib.import_module(module)
+
+
+# A step class is decorated `@register` and declares its name at class level, four
+# spaces in: `    name = "rename"`. The body is every indented (or blank) line after it.
+_REGISTERED_CLASS = re.compile(r"^@register[ \t]*\nclass [^\n]*\n((?:[ \t]+[^\n]*\n|[ \t]*\n)*)", re.MULTILINE)
+_DECLARED_NAME = re.compile(r'^    name(?:\s*:\s*ClassVar\[str\])?\s*=\s*"([A-Za-z0-9_-]+)"', re.MULTILINE)
+
+PROBES: Registry = Registry("opskit.probes")
+CHANGES: Registry = Registry("opskit.changes")
+CHECKS: Registry = Registry("opskit.checks")
+RULES: Registry = Registry("opskit.rules")
+
+KINDS: dict[str, tuple[type, Registry]] = {
     "probe": (Probe, PROBES), "change": (Change, CHANGES), "check": (Check, CHECKS), "rule": (Rule, RULES)}
-STEP_PACKAGES = ("opskit.probes", "opskit.changes", "opskit.checks", "opskit.rules")
 
 
 def register(cls):
     for base, table in KINDS.values():
         if issubclass(cls, base):
-            table[cls.name] = cls
+            table.add(cls)
             return cls
     raise TypeError(f"{cls.__name__} is not a Probe, Change, Check or Rule")
 
 
 def load_builtin_steps() -> None:
-    """Import every module of the step packages; their classes register themselves."""
-    import importlib
-    import pkgutil
-
-    for package_name in STEP_PACKAGES:
-        package = importlib.import_module(package_name)
-        for module in pkgutil.iter_modules(package.__path__):
-            if not module.name.startswith("_"):
-                importlib.import_module(f"{package_name}.{module.name}")
+    """Import every step module (tests and tools that list every step; a run imports
+    only the modules its playbook names)."""
+    for _base, table in KINDS.values():
+        table.load_all()
