@@ -18,7 +18,7 @@ import fnmatch
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,6 +121,19 @@ class CdnSettings(_Strict):
     provider: str | None = None      # keycdn, cloudflare, bunny, ... (free text, shown in reports)
     hostname: str | None = None      # the CDN hostname asset URLs are rewritten to
     timeout: Annotated[int, Field(strict=True, gt=0, le=86400)] | None = None  # seconds the CDN edge waits for the origin
+    ranges: list[str] = []           # the CDN edge's address ranges besides those opskit ships (diagnose's firewall check)
+
+    @field_validator("ranges")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for text in v:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an address or network (203.0.113.0/24, 2001:db8::/32)") from None
+        return v
 
 
 class TlsSettings(_Strict):
@@ -184,8 +197,8 @@ class Host(_Strict):
 
     name: str
     address: str | None = None       # SSH address; or ssh_alias
-    ssh_alias: str | None = None     # a Host entry of ssh_config (HostName, Port, User, IdentityFile, ProxyJump)
-    ssh_config: str | None = None    # which ssh_config file to read (default ~/.ssh/config)
+    ssh_alias: str | None = None     # a Host entry of ssh_config, resolved as `ssh -G` does (opskit.sshconfig)
+    ssh_config: str | None = None    # which ssh_config file to read (default ~/.ssh/config and /etc/ssh/ssh_config)
     port: Port | None = None
     user: str | None = None
     identity_file: str | None = None
@@ -194,6 +207,12 @@ class Host(_Strict):
     passphrase_env: str | None = None    # name of an environment variable holding the key passphrase
     known_hosts: str = "~/.ssh/known_hosts"
     connect_timeout: Annotated[Seconds, Field(le=3600)] = 10.0
+    # usually from the ssh config (UserKnownHostsFile → known_hosts, ConnectTimeout → connect_timeout, ...)
+    identities_only: Annotated[bool, Field(strict=True)] | None = None   # IdentitiesOnly: only identity_file, no agent keys
+    proxy_jump: str | None = None        # ProxyJump: [user@]host[:port][,...], each hop read from the ssh config too
+    proxy_command: str | None = None     # ProxyCommand (%h %p %r are expanded), when there is no proxy_jump
+    strict_host_key_checking: Literal["yes", "ask", "accept-new", "no"] | None = None   # accept-new/no: record unknown keys (changed keys are always refused)
+    server_alive_interval: Annotated[int, Field(strict=True, gt=0, le=86400)] | None = None   # ServerAliveInterval: keepalive seconds
     command_timeout: Annotated[Seconds, Field(le=7 * 86400)] = 120.0
     wordpress: WordPressSettings = WordPressSettings()
     origin: HttpUrlText | None = None   # http(s)://ip[:port] where the web server answers directly (https: SNI for wordpress.url)
@@ -207,6 +226,9 @@ class Host(_Strict):
     # root-owned files (/etc/nginx, /etc/php on a VPS): edit, validate, reload and undo them
     # through non-interactive `sudo -n` (never a password); without it only what the login user may
     become: Literal["sudo"] | None = None
+    # false: no SSH access, only the site's URL: diagnose gives the public half (marked as such)
+    # and skips its host-side steps (`when: host.ssh`); a playbook that needs the host cannot run
+    ssh: Annotated[bool, Field(strict=True)] = True
 
     @field_validator("address")
     @classmethod
@@ -229,8 +251,10 @@ class Host(_Strict):
 
     @model_validator(mode="after")
     def _reachable(self) -> "Host":
-        if not self.address and not self.ssh_alias:
-            raise ValueError("needs 'address' or 'ssh_alias' to be reachable")
+        if not self.address and not self.ssh_alias and self.ssh:
+            raise ValueError("needs 'address' or 'ssh_alias' to be reachable (or ssh: false for a site known by its URL only)")
+        if not self.ssh and not self.wordpress.url:
+            raise ValueError("ssh: false needs wordpress.url: a site without SSH access is known by its URL")
         return self
 
     @property
@@ -252,15 +276,24 @@ class Inventory:
     file: Path
     hosts: dict[str, Host]
     groups: dict[str, Group]
+    # where each host's fields came from: field → "host", "group NAME", "defaults" (absent: the default)
+    origins: dict[str, dict[str, str]] = dataclass_field(default_factory=dict)
+    kind: str = "opskit"          # the source format: opskit, ansible, wp-cli
+    aliases: dict[str, tuple[str, ...]] = dataclass_field(default_factory=dict)   # "@name" → hosts (WP-CLI aliases)
 
-    def select(self, patterns: tuple[str, ...] = (), groups: tuple[str, ...] = (), everything: bool = False) -> list[Host]:
-        """Hosts named by shell-style patterns and/or groups, in inventory order."""
+    def select(self, patterns: tuple[str, ...] = (), groups: tuple[str, ...] = (), everything: bool = False,
+               ssh_config: bool = True) -> list[Host]:
+        """Hosts named by shell-style patterns, @aliases and/or groups, in inventory order; with
+        `ssh_config`, their ssh config applied (see resolve_ssh)."""
         if not (patterns or groups or everything):
             raise InputError("no hosts selected: give --host NAME, --group NAME or --all")
         chosen: set[str] = set()
         if everything:
             chosen.update(self.hosts)
         for pattern in patterns:
+            if pattern.startswith("@") and len(pattern) > 1:
+                chosen.update(self._alias(pattern))
+                continue
             matched = fnmatch.filter(self.hosts, pattern)
             if not matched:
                 raise InputError(f"no host in {self.file} matches {pattern!r}{_did_you_mean(pattern, self.hosts)}")
@@ -271,7 +304,26 @@ class Inventory:
             chosen.update(self.groups[group].hosts)
         if not chosen:
             raise InputError("the selection matched no hosts")
-        return [host for name, host in self.hosts.items() if name in chosen]
+        selected = [host for name, host in self.hosts.items() if name in chosen]
+        return self.resolve_ssh(selected) if ssh_config else selected
+
+    def _alias(self, word: str) -> tuple[str, ...]:
+        """@name: a WP-CLI alias or alias group; in other inventories the host or group `name`."""
+        if word in self.aliases:
+            return self.aliases[word]
+        bare = word[1:]
+        if bare in self.hosts:
+            return (bare,)
+        if bare in self.groups:
+            return self.groups[bare].hosts
+        choices = list(self.aliases) or [f"@{n}" for n in self.hosts]
+        raise InputError(f"no alias {word!r} in {self.file}{_did_you_mean(word, choices)}")
+
+    def resolve_ssh(self, hosts: list[Host]) -> list[Host]:
+        """The hosts with their ssh config applied, as `ssh` reads it (one `ssh -G` per name, in
+        parallel, cached): a value set on the host itself > the ssh config > groups/defaults.
+        An ssh_alias no Host entry matches is an InputError with a did-you-mean."""
+        return apply_ssh_config(hosts, self.origins)
 
 
 def _did_you_mean(word: str, choices) -> str:
@@ -295,7 +347,21 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def load(file: Path) -> Inventory:
-    located = located_yaml.load(file, "inventory")
+    """Load and validate an inventory: opskit's own YAML, an Ansible inventory (YAML, INI or any
+    inventory plugin, through ansible-inventory) or a WP-CLI alias file, told apart by content
+    (opskit.inventory_sources); the others are translated into opskit's shape first."""
+    from dataclasses import replace
+
+    from opskit import inventory_sources
+
+    source = inventory_sources.read(Path(file))
+    built = build(source.located)
+    return replace(built, kind=source.kind, aliases=source.aliases)
+
+
+def build(located: located_yaml.Located) -> Inventory:
+    """Validate an inventory mapping (opskit's shape) whose values' lines `located` knows."""
+    file = located.file
     data = located.data
     if data is None:
         raise InventoryError(f"{file}: the inventory is empty (it needs a 'hosts:' mapping)")
@@ -339,16 +405,21 @@ def load(file: Path) -> Inventory:
         group_vars.append((gname, _mapping(located, where + ("vars",), graw.get("vars")), members))
 
     hosts: dict[str, Host] = {}
+    origins: dict[str, dict[str, str]] = {}
     for name, raw in hosts_raw.items():
         own = _mapping(located, ("hosts", name), raw)
         merged = dict(defaults)
         sources: list[tuple[PathKeyT, dict]] = [(("defaults",), defaults)]
+        origin = {key: "defaults" for key in defaults}
         for gname, gvars, members in group_vars:
             if name in members:
                 merged = deep_merge(merged, gvars)
                 sources.append((("groups", gname, "vars"), gvars))
+                origin.update({key: f"group {gname}" for key in gvars})
         merged = deep_merge(merged, own)
         sources.append((("hosts", name), own))
+        origin.update({key: "host" for key in own})
+        origins[name] = origin
         if "name" in merged:
             raise InventoryError(f"{located.where(('hosts', name, 'name'))}: hosts.{name}.name: the host's name is its key; remove 'name'")
         try:
@@ -362,7 +433,7 @@ def load(file: Path) -> Inventory:
             ) from None
         except TypeError as exc:
             raise InventoryError(f"{located.where(('hosts', name))}: hosts.{name}: {exc}") from None
-    return Inventory(Path(file), hosts, groups)
+    return Inventory(Path(file), hosts, groups, origins)
 
 
 PathKeyT = tuple
@@ -392,3 +463,94 @@ def _mapping(located: located_yaml.Located, path: tuple, value: Any) -> dict:
         dotted = ".".join(map(str, path))
         raise InventoryError(f"{located.where(path)}: {dotted}: must be a mapping, got {type(value).__name__}")
     return value
+
+
+# -- the ssh config, applied with the inventory's precedence -------------------------------------
+SSH_FIELDS = ("address", "port", "user", "identity_file", "identities_only", "proxy_jump", "proxy_command",
+              "known_hosts", "strict_host_key_checking", "connect_timeout", "server_alive_interval")
+
+
+def apply_ssh_config(hosts: list[Host], origins: dict[str, dict[str, str]] | None = None) -> list[Host]:
+    """Each host with what its ssh config sets (opskit.sshconfig): a field the host sets itself
+    keeps its value, a field from groups/defaults (or unset) takes the ssh config's. `origins`
+    is Inventory.origins; without it (hosts read back from a run's journal) only unset fields
+    are filled. The connection name is ssh_alias, else address. `origins` gains
+    "ssh config FILE" for the fields taken."""
+    from opskit import sshconfig
+
+    if any(not (h.ssh_alias or h.address) for h in hosts):   # ssh: false sites have no connection name
+        done = iter(apply_ssh_config([h for h in hosts if h.ssh_alias or h.address], origins))
+        return [next(done) if h.ssh_alias or h.address else h for h in hosts]
+    resolver = sshconfig.resolver()
+    # a host reached by URL only (ssh: false) has nothing to resolve
+    reached = [h for h in hosts if getattr(h, "ssh", True) and (h.ssh_alias or h.address)]
+    requests = {h.name: (h.ssh_alias or h.address, h.ssh_config, bool(h.ssh_alias)) for h in reached}
+    found = resolver.resolve_many(list(requests.values()))
+    out = []
+    for host in hosts:
+        if host.name not in requests:
+            out.append(host)
+            continue
+        name, config, is_alias = requests[host.name]
+        resolution = found[(name, config)]
+        origin = origins.get(host.name) if origins is not None else None
+        if origin is None:
+            origin = {key: "host" for key in host.model_fields_set if getattr(host, key) is not None}
+        own = {key for key, where in origin.items() if where == "host"}
+        values = dict(resolution.values)
+        if is_alias:
+            values.setdefault("address", name)   # no HostName: ssh connects to the alias itself
+        update = {key: value for key, value in values.items() if key not in own and getattr(host, key) != value}
+        if not update:
+            out.append(host)
+            continue
+        data = host.model_dump()
+        data.update(update)
+        try:
+            out.append(Host(**data))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = str(first["loc"][0]) if first.get("loc") else "?"
+            keyword = next((k for k, v in sshconfig.FIELDS.items() if v == key), key)
+            raise InventoryError(f"{resolution.label}: {keyword} for {name!r} (host {host.name}): {first.get('msg')}") from None
+        origin.update({key: f"ssh config {resolution.label}" for key in update})
+    return out
+
+
+# -- `opskit inventory show` -----------------------------------------------------------------------
+SHOW_COLUMNS = ["name", "address", "port", "user", "groups", "ssh_alias", "identity_file", "known_hosts",
+                "proxy_jump", "wordpress_root", "from"]
+
+
+def show_rows(inventory: Inventory, hosts: list[Host]) -> list[dict]:
+    """One row per host as opskit will connect to it (after the ssh config), with `from`: where
+    each shown value came from (host, group NAME, defaults, ssh config FILE, or default)."""
+    import getpass
+
+    rows = []
+    for host in hosts:
+        origin = inventory.origins.get(host.name, {})
+        row = {
+            "name": host.name,
+            "address": host.address,
+            "port": host.port or 22,
+            "user": host.user or getpass.getuser(),
+            "groups": [g.name for g in inventory.groups.values() if host.name in g.hosts],
+            "ssh_alias": host.ssh_alias,
+            "identity_file": host.identity_file,
+            "known_hosts": host.known_hosts,
+            "proxy_jump": host.proxy_jump,
+            "wordpress_root": host.wordpress.root,
+        }
+        where = {}
+        for key in ("address", "port", "user", "identity_file", "known_hosts", "proxy_jump", "connect_timeout",
+                    "identities_only", "strict_host_key_checking", "server_alive_interval", "ssh_alias"):
+            if key in origin:
+                where[key] = origin[key]
+            elif key in ("port", "user", "known_hosts"):
+                where[key] = "default" if key != "user" else "default (the local user)"
+        if host.wordpress.root and "wordpress" in origin:
+            where["wordpress_root"] = origin["wordpress"]
+        row["from"] = where
+        rows.append(row)
+    return rows

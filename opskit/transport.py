@@ -1,4 +1,4 @@
-"""SSH/SFTP sessions: one connection per host per run (Fabric + paramiko).
+"""SSH/SFTP sessions: one connection per host per run (paramiko).
 
 Errors from paramiko and sockets are mapped to opskit's own tree at this
 boundary (see opskit.errors): UnreachableError, HostKeyError, AuthError,
@@ -7,9 +7,12 @@ RemoteCommandError. Nothing here interprets command output.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
+import re
 import secrets
+import shlex
 import socket
 import stat as stat_module
 import threading
@@ -17,12 +20,20 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+import sys
+from typing import Iterator
 
-import paramiko
-
-if TYPE_CHECKING:
-    from fabric import Connection
+# paramiko.config imports invoke for `Match exec`, which opskit leaves to `ssh -G`
+# (opskit.sshconfig), and invoke pulls in asyncio and unittest.mock: about 0.2 s of CPU on
+# every run before the first connection. It is kept out while paramiko loads (and only then).
+_keep_invoke_out = "invoke" not in sys.modules
+if _keep_invoke_out:
+    sys.modules["invoke"] = None   # `import invoke` raises ImportError; paramiko copes
+try:
+    import paramiko
+finally:
+    if _keep_invoke_out and sys.modules.get("invoke", False) is None:
+        del sys.modules["invoke"]
 
 from opskit import faults
 from opskit.errors import AuthError, HostKeyError, InputError, RemoteCommandError, TransportError, UnreachableError
@@ -30,6 +41,10 @@ from opskit.inventory import Host
 from opskit.shell import UnderHome
 
 PREFERRED_KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org")
+# paramiko logs a traceback at ERROR for every failed handshake, which Python's last-resort
+# handler prints on stderr when nobody configured logging; opskit reports the error itself.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+_log = logging.getLogger("opskit.transport")   # -v: each command sent, its exit status and time
 _known_hosts_lock = threading.Lock()
 
 
@@ -94,6 +109,37 @@ def _transport_factory(sock, **kwargs) -> paramiko.Transport:
     return transport
 
 
+class Connection:
+    """One SSH client to one address, opened through its gateway (a ProxyJump hop) if any:
+    the little of Fabric's Connection opskit used (its import alone cost more than a handshake)."""
+
+    def __init__(self, host: str, user: str | None, port: int | None, connect_timeout: float,
+                 connect_kwargs: dict, gateway: "Connection | None" = None):
+        self.host, self.user, self.port = host, user, int(port or 22)
+        self.connect_timeout, self.connect_kwargs, self.gateway = connect_timeout, connect_kwargs, gateway
+        self.client = paramiko.SSHClient()
+
+    @property
+    def is_connected(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def open(self) -> None:
+        kwargs = dict(self.connect_kwargs)
+        if self.gateway is not None:   # ssh -J: a direct-tcpip channel of the hop is the socket
+            if not self.gateway.is_connected:
+                self.gateway.open()
+            kwargs["sock"] = self.gateway.client.get_transport().open_channel(
+                "direct-tcpip", (self.host, self.port), ("", 0), timeout=self.connect_timeout)
+        self.client.connect(hostname=self.host, port=self.port, username=self.user, timeout=self.connect_timeout,
+                            **kwargs)
+
+    def close(self) -> None:
+        self.client.close()
+        if self.gateway is not None:
+            self.gateway.close()
+
+
 class Session:
     """One SSH connection to one host, reused for every exec and SFTP call of a run."""
 
@@ -108,59 +154,90 @@ class Session:
 
     # -- connection -------------------------------------------------------
     def _connection(self) -> Connection:
-        from fabric import Config, Connection   # here, not at import: commands that never connect skip it
-
+        """The Connection for the host, from its fields alone: the ssh config was applied to
+        them already (Inventory.select → opskit.sshconfig, as `ssh -G` reads it)."""
         host = self.host
-        config = Config(runtime_ssh_path=os.path.expanduser(host.ssh_config)) if host.ssh_config else Config()
-        connect_kwargs: dict = {
-            "allow_agent": host.use_agent,
-            "look_for_keys": host.identity_file is None,
-            "transport_factory": _transport_factory,
-            "banner_timeout": host.connect_timeout,
-            "auth_timeout": host.connect_timeout,
-        }
-        if host.identity_file:
-            connect_kwargs["key_filename"] = [os.path.expanduser(host.identity_file)]
+        if host.address is None:
+            # a host read back from an older run's journal: resolve its alias now
+            from opskit.inventory import apply_ssh_config
+            host = self.host = apply_ssh_config([host])[0]
+        connect_kwargs = self._auth_kwargs(host.identity_file, host.identities_only)
         if host.passphrase_env:
             connect_kwargs["passphrase"] = _secret_from_env(host.passphrase_env, "key passphrase")
         if host.password_env:
             connect_kwargs["password"] = _secret_from_env(host.password_env, "password")
-        return Connection(
-            host=host.ssh_alias or host.address,
-            user=host.user,
-            port=host.port,
-            config=config,
-            connect_timeout=host.connect_timeout,
-            connect_kwargs=connect_kwargs,
-        )
+        gateway = None
+        if host.proxy_jump:
+            gateway = self._jump_chain(host.proxy_jump, host.ssh_config)
+        elif host.proxy_command:   # the command's stdin/stdout is the connection (paramiko.ProxyCommand)
+            connect_kwargs["sock"] = _proxy_command(host.proxy_command, host.address, host.port or 22, host.user)
+        return Connection(host.address, host.user, host.port, host.connect_timeout, connect_kwargs, gateway)
+
+    def _auth_kwargs(self, identity_file: str | None, identities_only: bool | None) -> dict:
+        host = self.host
+        kwargs: dict = {
+            "allow_agent": host.use_agent and not (identities_only and identity_file),
+            "look_for_keys": identity_file is None and not identities_only,
+            "transport_factory": _transport_factory,
+            "banner_timeout": host.connect_timeout,
+            "auth_timeout": host.connect_timeout,
+        }
+        if identity_file:
+            kwargs["key_filename"] = [os.path.expanduser(identity_file)]
+        return kwargs
+
+    def _jump_chain(self, spec: str, config: str | None, depth: int = 0) -> Connection:
+        """ProxyJump `[user@]host[:port],...`: one Connection per hop, the first hop outermost; each
+        hop's name is read from the same ssh config (HostName, Port, User, IdentityFile, its own
+        ProxyJump for the first hop)."""
+        from opskit import sshconfig
+
+        if depth > 8:
+            raise InputError(f"{self.host.name}: ProxyJump hops nest more than 8 deep (a loop?)")
+        gateway = None
+        for index, hop in enumerate(part.strip() for part in spec.split(",") if part.strip()):
+            user, _, rest = hop.rpartition("@")
+            name, port = rest, None
+            if rest.startswith("[") and "]" in rest:
+                name, _, tail = rest[1:].partition("]")
+                port = tail[1:] if tail.startswith(":") else None
+            elif rest.count(":") == 1:
+                name, port = rest.split(":")
+            if port is not None and not port.isdigit():
+                raise InputError(f"{self.host.name}: ProxyJump {spec!r}: bad port in {hop!r}")
+            found = sshconfig.resolver().resolve_many([(name, config, False)])[(name, config)].values
+            if index == 0 and found.get("proxy_jump") and found["proxy_jump"] != spec:
+                gateway = self._jump_chain(found["proxy_jump"], config, depth + 1)
+            kwargs = self._auth_kwargs(found.get("identity_file") or self.host.identity_file, found.get("identities_only"))
+            gateway = Connection(found.get("address", name), user or found.get("user") or self.host.user,
+                                 int(port) if port else found.get("port", 22), self.host.connect_timeout, kwargs, gateway)
+        if gateway is None:
+            raise InputError(f"{self.host.name}: ProxyJump {spec!r} names no host")
+        return gateway
 
     def open(self) -> "Session":
         if self._conn is not None and self._conn.is_connected:
             return self
         if faults.refuses(self.host.name):
             raise UnreachableError(f"{self.host.name}: the network is down (fault injection: partition)")
-        from fabric import Connection
-
         started = time.monotonic()
-        conn = self._connection()
+        conn = self._connection()   # first: it may resolve the host's alias
         known_hosts = Path(os.path.expanduser(self.host.known_hosts))
-        # Fabric builds ProxyJump hops as Connections of its own, which accept any host
+        # The ProxyJump hops (_jump_chain) are Connections whose clients would accept any host
         # key: every hop gets the same known_hosts and policy as the target.
         hop = conn
         while isinstance(hop, Connection):
             self._verify_host_keys(hop, known_hosts)
-            if hop is not conn:
-                hop.connect_kwargs.setdefault("transport_factory", _transport_factory)
-                if self.host.identity_file and not hop.connect_kwargs.get("key_filename"):
-                    hop.connect_kwargs["key_filename"] = [os.path.expanduser(self.host.identity_file)]
             hop = hop.gateway
         where = f"{conn.host}:{conn.port}"
         with self._errors(where, conn, known_hosts):
-            if not conn.gateway:
+            if not conn.gateway and "sock" not in conn.connect_kwargs:
                 sock = socket.create_connection((conn.host, conn.port), timeout=self.host.connect_timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn.connect_kwargs["sock"] = sock
             conn.open()
+            if self.host.server_alive_interval:
+                conn.client.get_transport().set_keepalive(self.host.server_alive_interval)
         self._conn = conn
         self.connect_seconds = time.monotonic() - started
         return self
@@ -170,10 +247,11 @@ class Session:
         client.get_host_keys().clear()
         if known_hosts.exists():
             try:
-                client.load_host_keys(str(known_hosts))
+                client.get_host_keys().update(_parsed_known_hosts(known_hosts))
             except (OSError, paramiko.SSHException) as exc:
                 raise HostKeyError(f"cannot read known_hosts {known_hosts}: {exc}") from None
-        client.set_missing_host_key_policy(_AcceptNew(known_hosts) if self.accept_new_host_keys else _RefuseUnknown())
+        accept_new = self.accept_new_host_keys or self.host.strict_host_key_checking in ("accept-new", "no")
+        client.set_missing_host_key_policy(_AcceptNew(known_hosts) if accept_new else _RefuseUnknown())
 
     @contextmanager
     def _errors(self, where: str, conn: Connection, known_hosts: Path) -> Iterator[None]:
@@ -206,6 +284,14 @@ class Session:
         except paramiko.ssh_exception.NoValidConnectionsError as exc:
             raise UnreachableError(f"cannot connect to {where}: {exc}") from None
         except paramiko.SSHException as exc:
+            if "protocol banner" in str(exc):
+                cause = exc.__context__
+                if isinstance(cause, socket.timeout) or "timeout" in type(cause).__name__.lower():
+                    raise UnreachableError(f"{where} sent no SSH banner within {self.host.connect_timeout:g}s") from None
+                if self.host.proxy_command and not self.host.proxy_jump and not conn.gateway:
+                    raise UnreachableError(f"the ProxyCommand to {where} ended before the SSH banner "
+                                           f"({self.host.proxy_command})") from None
+                raise UnreachableError(f"{where} closed the connection before the SSH banner (sshd MaxStartups?)") from None
             raise UnreachableError(f"SSH error with {where}: {exc}") from None
         except (EOFError, OSError) as exc:
             raise UnreachableError(f"connection to {where} failed: {exc or type(exc).__name__}") from None
@@ -271,7 +357,14 @@ class Session:
             raise UnreachableError(f"{self.host.name}: command timed out after {timeout:g}s") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise UnreachableError(f"{self.host.name}: the SSH connection was lost ({exc or type(exc).__name__})") from None
-        return Result(command, status, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"), time.monotonic() - started)
+        result = Result(command, status, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"),
+                        time.monotonic() - started)
+        if _log.isEnabledFor(logging.INFO):   # opskit run -v / -vv
+            first = command.strip().splitlines()[0][:100] if command.strip() else ""
+            _log.info("%s: exec %s… (%d bytes) → exit %d in %.3fs, %d bytes out", self.host.name, shlex.quote(first),
+                      len(command), status, result.seconds, len(stdout))
+            _log.debug("%s: the command was:\n%s", self.host.name, command)
+        return result
 
     # -- sftp -------------------------------------------------------------
     @property
@@ -445,8 +538,6 @@ class OutputTooLarge(RemoteCommandError):
 
 def _hop_address(conn: Connection, name: str) -> tuple[str, int]:
     """(host, port) of the target or ProxyJump hop that paramiko calls `name`."""
-    from fabric import Connection
-
     bare = name.strip("[").split("]")[0] if name.startswith("[") else name
     hop = conn
     while isinstance(hop, Connection):
@@ -458,8 +549,34 @@ def _hop_address(conn: Connection, name: str) -> tuple[str, int]:
     return bare, int(conn.port) if bare == conn.host else 22
 
 
+_known_hosts_cache: dict[str, tuple[tuple, paramiko.HostKeys]] = {}
+_known_hosts_lock = threading.Lock()
+
+
+def _parsed_known_hosts(file: Path) -> paramiko.HostKeys:
+    """known_hosts parsed once per run, not once per host (each line is a key to decode: ~3 ms
+    of CPU per connection for a 50-host file); parsed again when the file changes (a key
+    recorded by --accept-new-host-keys)."""
+    stat = file.stat()
+    signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _known_hosts_lock:
+        cached = _known_hosts_cache.get(str(file))
+        if cached is None or cached[0] != signature:
+            cached = _known_hosts_cache[str(file)] = (signature, paramiko.HostKeys(str(file)))
+        return cached[1]
+
+
 def _secret_from_env(name: str, what: str) -> str:
     value = os.environ.get(name)
     if value is None:
         raise AuthError(f"the {what} is read from ${name}, which is not set")
     return value
+
+
+def _proxy_command(command: str, host: str, port: int, user: str | None) -> paramiko.ProxyCommand:
+    """ProxyCommand with OpenSSH's %h %p %r %% tokens expanded (values quoted for the shell)."""
+    import shlex
+
+    tokens = {"h": shlex.quote(host), "p": str(port), "r": shlex.quote(user or ""), "%": "%"}
+    expanded = re.sub(r"%(.)", lambda m: tokens.get(m.group(1), m.group(0)), command)
+    return paramiko.ProxyCommand(expanded)
