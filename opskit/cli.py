@@ -36,18 +36,115 @@ def _inventory_option(f):
                         help="Inventory file (default: $OPSKIT_INVENTORY, else ./inventory.yaml).")(f)
 
 
+# -- shell completion (click's: `eval "$(_OPSKIT_COMPLETE=bash_source opskit)"`, see README) ------------
+def _completion_inventory(ctx: click.Context):
+    """The inventory the command line names so far (-i, $OPSKIT_INVENTORY, ./inventory.yaml), or None."""
+    from opskit import inventory
+
+    given, node = None, ctx
+    while node is not None and given is None:
+        given = node.params.get("inventory")
+        node = node.parent
+    try:
+        return inventory.load(inventory.resolve_path(given))
+    except Exception:   # noqa: BLE001 — a broken inventory completes nothing rather than printing a traceback
+        return None
+
+
+def _complete_hosts(ctx, param, incomplete: str):
+    from click.shell_completion import CompletionItem
+
+    loaded = _completion_inventory(ctx)
+    names = list(loaded.hosts) + ["@failed"] + list(getattr(loaded, "aliases", {}) or {}) if loaded else ["@failed"]
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
+def _complete_groups(ctx, param, incomplete: str):
+    from click.shell_completion import CompletionItem
+
+    loaded = _completion_inventory(ctx)
+    return [CompletionItem(g) for g in (loaded.groups if loaded else ()) if g.startswith(incomplete)]
+
+
+def _complete_playbooks(ctx, param, incomplete: str):
+    from click.shell_completion import CompletionItem
+
+    from opskit import playbook as pb
+
+    extra = tuple(ctx.params.get("playbook_path") or ())
+    return [CompletionItem(n) for n in pb.available(extra) if n.startswith(incomplete)]
+
+
+def _complete_runs(ctx, param, incomplete: str):
+    from click.shell_completion import CompletionItem
+
+    from opskit.journal import Journal
+
+    return [CompletionItem(r) for r in reversed(Journal.default().run_ids()) if r.startswith(incomplete)]
+
+
 def _selection_options(f):
     f = click.option("--all", "select_all", is_flag=True, help="Every host in the inventory.")(f)
-    f = click.option("--group", "-g", "groups", multiple=True, metavar="NAME", help="Hosts of this group (repeatable).")(f)
-    f = click.option("--host", "-H", "hosts", multiple=True, metavar="NAME",
-                     help="Host name or shell-style glob like 'site*' (repeatable).")(f)
+    f = click.option("--group", "-g", "groups", multiple=True, metavar="NAME", shell_complete=_complete_groups,
+                     help="Hosts of this group (repeatable).")(f)
+    f = click.option("--exclude", "-x", "excluded", multiple=True, metavar="PATTERN", shell_complete=_complete_hosts,
+                     help="Leave out hosts matching this name or glob (repeatable), e.g. --host 'site*' --exclude site3.")(f)
+    f = click.option("--host", "-H", "hosts", multiple=True, metavar="NAME", shell_complete=_complete_hosts,
+                     help="Host name or shell-style glob like 'site*' (repeatable); @failed: the hosts that failed "
+                          "or were unreachable in the last run.")(f)
     return f
+
+
+def _select(loaded, hosts: tuple[str, ...], groups: tuple[str, ...], select_all: bool, excluded: tuple[str, ...]):
+    """--host/--group/--all minus --exclude; `@failed` stands for the last run's failed hosts."""
+    import fnmatch
+
+    if "@failed" in hosts:
+        hosts = tuple(h for h in hosts if h != "@failed") + _last_failed()
+    selected = loaded.select(hosts, groups, select_all, ssh_config=False)
+    for pattern in excluded:
+        if not any(fnmatch.fnmatchcase(h.name, pattern) for h in selected):
+            raise InputError(f"--exclude {pattern!r} matches none of the selected hosts "
+                             f"({', '.join(h.name for h in selected[:10])}{' …' if len(selected) > 10 else ''})")
+    selected = [h for h in selected if not any(fnmatch.fnmatchcase(h.name, p) for p in excluded)]
+    if not selected:
+        raise InputError("--exclude leaves no host selected")
+    return loaded.resolve_ssh(selected)   # after --exclude: a host left out is not resolved (nor refused)
+
+
+FAILING_STATES = ("failed", "unreachable", "conflict")
+
+
+def _last_failed() -> tuple[str, ...]:
+    """The hosts whose transaction ended failed, unreachable or in conflict in the newest run
+    of this machine's journal (Ansible's retry file, without the file)."""
+    from opskit.journal import Journal, host_state
+
+    journal = Journal.default()
+    runs = journal.run_ids()
+    if not runs:
+        raise InputError(f"@failed: no runs in {journal.root} yet")
+    last = runs[-1]
+    meta = journal.meta(last)
+    failed = tuple(h for h in meta["hosts"] if host_state(journal.events(last, h))["state"] in FAILING_STATES)
+    if not failed:
+        raise InputError(f"@failed: no host failed or was unreachable in the last run, {last} "
+                         f"({meta.get('playbook', '?')} on {len(meta['hosts'])} host(s))")
+    return failed
 
 
 def _inventory_path(ctx: click.Context, value: str | None):
     from opskit import inventory
 
-    return inventory.resolve_path(value or (ctx.obj or {}).get("inventory"))
+    given = value or (ctx.obj or {}).get("inventory")
+    path = inventory.resolve_path(given)
+    if not path.exists():
+        source = "-i" if given else "$OPSKIT_INVENTORY" if os.environ.get("OPSKIT_INVENTORY") else "the default, ./inventory.yaml"
+        raise InputError(f"inventory file not found: {path} (from {source}). Name one with -i FILE or "
+                         "$OPSKIT_INVENTORY; inventory.example.yaml in opskit's source shows every field, and "
+                         "`opskit inventory convert` writes one from an Ansible inventory, a WP-CLI config.yml "
+                         "or ~/.ssh/config (--from-ssh-config)")
+    return path
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EXIT_CODES_HELP)
@@ -71,37 +168,62 @@ def cli(ctx: click.Context, inventory: str | None, traceback: bool):
     ctx.obj["traceback"] = traceback
 
 
+def _format_option(f):
+    return click.option("--format", "fmt", type=click.Choice(["table", "json", "yaml", "csv"]), default="table",
+                        show_default=True, help="Output format (json, yaml and csv for scripts).")(f)
+
+
 @cli.command("list")
 @click.option("--playbook-path", multiple=True, metavar="DIR", help="Also look for playbooks in DIR (repeatable).")
-def list_cmd(playbook_path):
+@_format_option
+def list_cmd(playbook_path, fmt):
     """List playbooks with their descriptions."""
-    from rich.console import Console
-    from rich.table import Table
-
     from opskit import playbook as pb
     from opskit.duration import format_duration
+    from opskit.listing import render
 
-    table = Table(show_header=True, box=None)
-    table.add_column("playbook", style="bold")
-    table.add_column("changes")
-    table.add_column("description")
+    rows = []
     for name, file in pb.available(tuple(playbook_path)).items():
         book = pb.load(str(file), tuple(playbook_path))
-        first_sentence = book.description.split(". ")[0].rstrip(".") + "."
-        hold = f" (hold {format_duration(book.hold)})" if book.changes == "temporary" else ""
-        table.add_row(name, book.changes + hold, first_sentence)
-    Console().print(table)
+        hold = format_duration(book.hold) if book.changes == "temporary" else None
+        description = book.description.split(". ")[0].rstrip(".") + "." if fmt == "table" else book.description
+        rows.append({"playbook": name, "changes": book.changes + (f" (hold {hold})" if hold and fmt == "table" else ""),
+                     "hold": hold, "description": description, "file": str(file)})
+    columns = ["playbook", "changes", "description"] if fmt == "table" else ["playbook", "changes", "hold", "description", "file"]
+    click.echo(render(rows, columns, fmt), nl=False)
 
 
 @cli.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_playbooks)
 @click.option("--playbook-path", multiple=True, metavar="DIR", help="Also look for playbooks in DIR (repeatable).")
-def show_cmd(name, playbook_path):
-    """Print a playbook's steps and what it may change."""
+@_format_option
+def show_cmd(name, playbook_path, fmt):
+    """Print a playbook's steps and what it may change (csv: one row per step)."""
     from opskit import playbook as pb
     from opskit.duration import format_duration
+    from opskit.listing import render
 
     book = pb.load(name, tuple(playbook_path))
+    if fmt != "table":
+        def steps(items, phase):
+            return [{"phase": phase, "number": n, "label": s.label, "id": s.id, "kind": s.kind, "names": list(s.names),
+                     "params": s.params, "when": s.when, "changes": s.kind == "change"} for n, s in enumerate(items, 1)]
+
+        all_steps = steps(book.steps, "run") + steps(book.after_rollback, "after_rollback")
+        if fmt == "csv":
+            click.echo(render(all_steps, ["phase", "number", "kind", "names", "label", "id", "when"], fmt), nl=False)
+            return
+        document = {"name": book.name, "file": str(book.file), "description": book.description, "changes": book.changes,
+                    "hold": book.hold if book.changes != "none" else None, "options": book.options,
+                    "steps": [s for s in all_steps if s["phase"] == "run"],
+                    "after_rollback": [s for s in all_steps if s["phase"] == "after_rollback"]}
+        if fmt == "json":
+            click.echo(json.dumps(document, indent=2, default=str))
+        else:
+            import yaml
+
+            click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
+        return
     click.echo(f"{book.name} — {book.file}")
     click.echo(book.description)
     click.echo("")
@@ -125,13 +247,17 @@ def show_cmd(name, playbook_path):
 
 
 @cli.command("run", epilog=EXIT_CODES_HELP)
-@click.argument("playbook")
+@click.argument("playbook", shell_complete=_complete_playbooks)
 @_inventory_option
 @_selection_options
 @click.option("--check", "check_mode", is_flag=True, help="Show what would change (diffs, renames); change nothing, arm nothing.")
 @click.option("--hold", metavar="DURATION", help="Hold window for temporary changes, e.g. 90s, 15m, 1h (default: the playbook's).")
 @click.option("--forks", type=click.IntRange(1, 500), default=20, show_default=True, help="Hosts worked on at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout (progress stays off).")
+@click.option("--diff", "show_diff", is_flag=True, help="Show each change's diff for real runs too (--check always shows them).")
+@click.option("-v", "--verbose", count=True, help="-v: every step with its timing, and each command sent to each host "
+                                                  "with its exit status and time; -vv: the commands' text too.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display and no details: one line per host, then the summary.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before changing hosts (asked only on a terminal).")
 @click.option("--detach", is_flag=True, help="Do not wait for the hold: leave the guard on each host to undo at the deadline.")
 @click.option("--accept-new-host-keys", is_flag=True, help="Record unknown host keys (like OpenSSH accept-new). Changed keys are always refused.")
@@ -145,9 +271,19 @@ def show_cmd(name, playbook_path):
                                              "run) and measure the real kill time from the origin.")
 @click.option("--measure-max", metavar="DURATION", default=None,
               help="With --measure: the longest a measuring request may last (default 120s).")
+@click.option("--script-time", metavar="DURATION", default=None,
+              help="tune-timeouts: the longest legitimate script, e.g. 120s (default: the current max_execution_time).")
+@click.option("--confirm-within", metavar="DURATION", default=None,
+              help="The hold under its commit-confirmed name: `opskit confirm RUN` within it keeps the changes, "
+                   "else the guard undoes them (tune-timeouts: default 10m).")
+@click.option("--report", "report_file", metavar="FILE", default=None,
+              help="Also write the run as FILE.html (a self-contained page to send) or FILE.md (for a ticket), "
+                   "rendered from the --json document (diagnose: verdicts, findings, evidence, hosts × causes).")
 @click.pass_context
-def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hold, forks, as_json, yes, detach,
-            accept_new_host_keys, playbook_path, watch, watch_limit, measure, measure_max):
+def run_cmd(ctx, playbook, inventory, hosts, excluded, groups, select_all, check_mode, hold, forks, as_json, show_diff,
+            verbose, quiet, yes, detach,
+            accept_new_host_keys, playbook_path, watch, watch_limit, measure, measure_max, script_time, confirm_within,
+            report_file):
     """Run PLAYBOOK on the selected hosts, one transaction per host.
 
     Changes are journalled before they are made, a guard on each host undoes
@@ -163,15 +299,24 @@ def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hol
     from opskit.runner import Run, RunOptions, exit_code
 
     book = pb.load(playbook, tuple(playbook_path))
+    if report_file is not None:   # a wrong suffix is refused before any host is touched
+        from opskit.fleet_report import report_format
+        report_format(report_file)
+    if confirm_within is not None:   # --confirm-within is --hold by its commit-confirmed name
+        if hold is not None:
+            raise InputError("--confirm-within and --hold are the same window: give one")
+        hold, hold_flag = confirm_within, "--confirm-within"
+    else:
+        hold_flag = "--hold"
     try:
         hold_seconds = parse_duration(hold, maximum=MAX_HOLD) if hold is not None else None
     except ValueError as exc:
-        raise InputError(f"--hold: {exc}") from None
+        raise InputError(f"{hold_flag}: {exc}") from None
     if hold_seconds is not None and hold_seconds < 1:
-        raise InputError("--hold: must be at least 1s")
+        raise InputError(f"{hold_flag}: must be at least 1s")
     inventory_file = _inventory_path(ctx, inventory)
     loaded = inv.load(inventory_file)
-    selected = loaded.select(hosts, groups, select_all)
+    selected = _select(loaded, hosts, groups, select_all, excluded)
     values = {}
     if measure or measure_max is not None:   # --measure, --measure-max → {{ run.measure }}, {{ run.measure_max }}
         if "measure" not in book.options:
@@ -183,6 +328,15 @@ def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hol
         if values["measure_max"] < 1:
             raise InputError("--measure-max: must be at least 1s")
         values["measure"] = bool(measure)
+    if script_time is not None:   # --script-time → {{ run.script_time }} (seconds)
+        if "script_time" not in book.options:
+            raise InputError(f"--script-time: playbook {book.name} takes no script time (tune-timeouts does)")
+        try:
+            values["script_time"] = parse_duration(script_time, maximum=86400)
+        except ValueError as exc:
+            raise InputError(f"--script-time: {exc}") from None
+        if values["script_time"] < 1:
+            raise InputError("--script-time: must be at least 1s")
     options = RunOptions(check_mode=check_mode, hold=hold_seconds, forks=forks, detach=detach,
                          accept_new_host_keys=accept_new_host_keys, values=values)
     if watch is not None:   # --watch [INTERVAL]: poll until propagated (the loop is opskit/watch.py)
@@ -196,13 +350,17 @@ def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hol
     run = Run(new_run_id(), book, selected, options, Journal.default(), inventory_file=str(inventory_file.resolve()))
     # --json prints nothing on stderr unless interrupted: rich is imported then, not at start-up
     console = None if as_json else _stderr_console()
-    if as_json:
+    if verbose and quiet:
+        raise InputError("-v and -q contradict each other: give one")
+    if verbose:
+        _log_commands(verbose)
+    if as_json or quiet:
         from opskit.runner import NullObserver
         observer = NullObserver()
     elif console.is_terminal:
-        observer = report.RichObserver(console, len(selected))
+        observer = report.RichObserver(console, len(selected), run.run_id)
     else:
-        observer = report.PlainObserver(sys.stderr)
+        observer = report.PlainObserver(sys.stderr, run.run_id)
     run.observer = observer
     if not as_json:
         console.print(f"run [bold]{run.run_id}[/] — {book.name} on {len(selected)} host(s)"
@@ -214,14 +372,35 @@ def run_cmd(ctx, playbook, inventory, hosts, groups, select_all, check_mode, hol
                 outcomes = run.execute()
         else:
             outcomes = run.execute()
+    if report_file is not None:
+        from opskit.fleet_report import write_report
+        write_report(report_file, report.json_document(run.run_id, book.name, outcomes, check_mode))
     if as_json:
         report.print_json(report.json_document(run.run_id, book.name, outcomes, check_mode))
     else:
+        if quiet:
+            for name, outcome in outcomes.items():
+                console.print(f"{name}: {outcome.status}" + (f" — {outcome.error}" if outcome.error else ""), highlight=False)
         console.print(report.summary_table(run.run_id, book.name, outcomes))
-        report.print_details(console, outcomes, check_mode, show_facts=book.changes == "none")
+        if not quiet:
+            report.print_details(console, outcomes, check_mode, show_facts=book.changes == "none", show_diff=show_diff,
+                                 verbose=verbose)
         if any(o.status == "held" for o in outcomes.values()):
             console.print(f"Held. `opskit confirm {run.run_id}` keeps the changes; `opskit rollback {run.run_id}` undoes them now.")
     ctx.exit(exit_code(outcomes, run.interrupt.is_set()))
+
+
+def _log_commands(verbosity: int) -> None:
+    """-v: opskit.transport logs each command it sends (host, exit status, seconds) on stderr;
+    -vv adds the command's text."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("opskit.transport")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+    logger.propagate = False
 
 
 def _pause_gc_for_startup(ctx: click.Context):
@@ -303,34 +482,47 @@ def _stderr_console():
     return console
 
 
+# a run in one of these states has a guard that may still act: its deadline means something
+GUARDED_STATES = ("running", "held", "stale", "expired")
+
+
 @cli.command("runs")
 @click.option("--all", "show_all", is_flag=True, help="Also finished runs.")
-@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
-def runs_cmd(show_all, as_json):
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout (the same as --format json).")
+@_format_option
+def runs_cmd(show_all, as_json, fmt):
     """List runs that hold changes (or all runs, with --all)."""
+    import time as _time
+
     from rich.console import Console
     from rich.table import Table
 
+    from opskit.duration import format_duration
     from opskit.journal import Journal
+    from opskit.listing import render
     from opskit.transaction.held import list_runs
 
     skipped: list[str] = []
     rows = list_runs(Journal.default(), show_all, skipped)
     for line in skipped:
         click.echo(f"opskit: warning: {line}", err=True)
-    if as_json:
+    for row in rows:   # a finished run's guard is disarmed: no deadline to show, past or future
+        if row["state"] not in GUARDED_STATES:
+            row["deadline"] = None
+    if as_json or fmt == "json":
         click.echo(json.dumps(rows, indent=2))
+        return
+    if fmt != "table":
+        click.echo(render(rows, ["run_id", "playbook", "host", "state", "changes", "deadline"], fmt), nl=False)
         return
     if not rows:
         click.echo("no held runs" + ("" if show_all else " (--all shows finished ones)"))
         return
-    import time as _time
-
-    table = Table(box=None)
+    console = Console()
+    table = Table(box=None, pad_edge=False)
     for column in ("run", "playbook", "host", "state", "changes", "guard deadline"):
-        table.add_column(column)
-    from opskit.duration import format_duration
-
+        # piped into awk or xargs, a run id must arrive whole: never wrapped or cut
+        table.add_column(column, no_wrap=column in ("run", "host"), overflow="fold")
     for row in rows:
         deadline = "-"
         if row["deadline"]:
@@ -338,7 +530,9 @@ def runs_cmd(show_all, as_json):
             when = "passed" if left <= 0 else f"in {format_duration(left)}"
             deadline = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(row["deadline"])) + f" ({when})"
         table.add_row(row["run_id"], row["playbook"], row["host"], row["state"], str(row["changes"]), deadline)
-    Console().print(table)
+    if not console.is_terminal:
+        console = Console(width=max(160, console.width), no_color=True)
+    console.print(table)
     states = {row["state"] for row in rows}
     if "stale" in states:
         click.echo("stale: its controller died; the host's guard undoes what it changed and gives the lock back "
@@ -388,7 +582,7 @@ def _settle(ctx, run_id: str, hosts: tuple[str, ...], inventory: str | None, mod
 def _settle_command(name: str, mode: str, doc: str):
     """confirm and rollback take the same arguments and differ only in what the guard does."""
     @cli.command(name, help=doc)
-    @click.argument("run_id", metavar="RUN")
+    @click.argument("run_id", metavar="RUN", shell_complete=_complete_runs)
     @click.option("--host", "-H", "hosts", multiple=True, metavar="NAME",
                   help="Only these hosts of the run (globs allowed). For a run started on another machine, "
                        "the hosts to act on, from the inventory.")
@@ -420,7 +614,7 @@ def inventory_group():
 @click.option("--accept-new-host-keys", is_flag=True)
 @click.option("--forks", type=click.IntRange(1, 500), default=20, show_default=True)
 @click.pass_context
-def inventory_check(ctx, inventory, hosts, groups, select_all, connect, accept_new_host_keys, forks):
+def inventory_check(ctx, inventory, hosts, excluded, groups, select_all, connect, accept_new_host_keys, forks):
     """Validate the inventory; with --connect, test each selected host."""
     from opskit import inventory as inv
     from opskit.errors import OpskitError as HostError
@@ -429,10 +623,11 @@ def inventory_check(ctx, inventory, hosts, groups, select_all, connect, accept_n
 
     file = _inventory_path(ctx, inventory)
     loaded = inv.load(file)
+    loaded.resolve_ssh(list(loaded.hosts.values()))   # every ssh_alias has a Host entry (ssh -G)
     click.echo(f"{file}: {len(loaded.hosts)} host(s), {len(loaded.groups)} group(s): valid")
     if not connect:
         return
-    selected = loaded.select(hosts, groups, select_all or not (hosts or groups))
+    selected = _select(loaded, hosts, groups, select_all or not (hosts or groups), excluded)
 
     def probe(host):
         with Session(host, accept_new_host_keys) as session:
@@ -448,6 +643,51 @@ def inventory_check(ctx, inventory, hosts, groups, select_all, connect, accept_n
         else:
             click.echo(f"{name}: {answer}")
     ctx.exit(ExitCode.OK if all(isinstance(a, str) for a in results.values()) else ExitCode.HOST_FAILED)
+
+
+@inventory_group.command("show")
+@_inventory_option
+@_selection_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "yaml", "csv"]), default="table", show_default=True)
+@click.pass_context
+def inventory_show(ctx, inventory, hosts, excluded, groups, select_all, fmt):
+    """Print the hosts as opskit will reach them (ssh config applied), and where each value came from.
+
+    \b
+    -i takes opskit's inventory, an Ansible inventory (YAML, INI, plugins; needs ansible-core)
+    or a WP-CLI config.yml / wp-cli.yml; --host @alias selects a WP-CLI alias. Default: every host."""
+    from opskit import inventory as inv
+    from opskit.listing import render
+
+    loaded = inv.load(_inventory_path(ctx, inventory))
+    selected = _select(loaded, hosts, groups, select_all or not (hosts or groups), excluded)
+    click.echo(render(inv.show_rows(loaded, selected), inv.SHOW_COLUMNS, fmt), nl=False)
+
+
+@inventory_group.command("convert")
+@_inventory_option
+@click.option("--from-ssh-config", "from_ssh", is_flag=False, flag_value="", default=None, metavar="[FILE]",
+              help="One host per concrete Host entry of FILE (default ~/.ssh/config); wildcard patterns are skipped.")
+@click.option("-o", "--output", metavar="OUT", default="-", show_default=True, help="Where to write the inventory (- : stdout).")
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@click.pass_context
+def inventory_convert(ctx, inventory, from_ssh, output, force):
+    """Write an opskit inventory (YAML) from an Ansible inventory, a WP-CLI alias file (-i FILE) or an ssh config."""
+    from opskit import inventory_sources
+
+    if from_ssh is not None:
+        source = inventory_sources.from_ssh_config(from_ssh or None)
+        origin = f"the Host entries of {from_ssh or '~/.ssh/config'}"
+    else:
+        file = _inventory_path(ctx, inventory)
+        source = inventory_sources.read(file)
+        origin = f"{file} ({source.kind}{' ' + source.format if source.format else ''})"
+    text = inventory_sources.to_yaml(source, origin)
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    inventory_sources.write_new(output, text, force)
+    click.echo(f"{output}: {len(source.raw['hosts'])} host(s), {len(source.raw.get('groups') or {})} group(s) from {origin}", err=True)
 
 
 def _freeze_at_exit() -> None:

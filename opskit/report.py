@@ -26,7 +26,10 @@ def json_document(run_id: str, playbook: str, outcomes: dict[str, HostOutcome], 
         timeouts = timeouts_summary(outcome.steps)
         if timeouts is not None:   # check-timeouts: the chain and the measurement, as the table shows them
             hosts[name]["timeouts"] = timeouts
+    from opskit.document import SCHEMA_VERSION
+
     return {
+        "schema_version": SCHEMA_VERSION,   # the shape: opskit/schema/run-document.schema.json
         "run_id": run_id,
         "playbook": playbook,
         "check": check_mode,
@@ -93,11 +96,20 @@ def print_json(document: dict, stream: IO[str] | None = None) -> None:
     stream.flush()
 
 
+VERDICTS = ("passed", "failed", "error")
+
+
+def hold_hint(run_id: str) -> str:
+    return (f"`opskit confirm {run_id}` keeps the changes, `opskit rollback {run_id}` undoes them now "
+            "(from any terminal); Ctrl-C here rolls back now")
+
+
 class PlainObserver:
     """One line per event on a stream (stderr when it is not a terminal)."""
 
-    def __init__(self, stream: IO[str]):
+    def __init__(self, stream: IO[str], run_id: str = "RUN"):
         self.stream = stream
+        self.run_id = run_id
         self.lock = threading.Lock()
 
     def _line(self, text: str) -> None:
@@ -113,24 +125,40 @@ class PlainObserver:
 
     def host_holding(self, host, deadline):
         self._line(f"{host}: holding until {time.strftime('%H:%M:%S', time.localtime(deadline))} "
-                   f"(confirm or rollback from another terminal, Ctrl-C rolls back now)")
+                   f"({format_duration(max(0, deadline - time.time()))}): {hold_hint(self.run_id)}")
 
     def host_done(self, host, outcome):
-        self._line(f"{host}: {outcome.status}" + (f" — {outcome.error}" if outcome.error else ""))
+        verdict = _verdict(outcome)
+        self._line(f"{host}: {outcome.status}" + (f" — {outcome.error}" if outcome.error else "")
+                   + (f" — diagnosis: {verdict}" if verdict else ""))
 
 
 class RichObserver:
-    """A live per-host progress display (rich), safe to update from worker threads."""
+    """A live per-host progress display (rich), safe to update from worker threads: each
+    host's current step, a countdown while it holds, and check verdicts printed as they land."""
 
-    def __init__(self, console, total: int):
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    def __init__(self, console, total: int, run_id: str = "RUN"):
+        from rich.progress import Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.text import Text
+
+        class Countdown(ProgressColumn):
+            """The time left in a host's hold window (re-rendered every refresh)."""
+
+            def render(self, task):
+                deadline = task.fields.get("deadline")
+                if deadline is None or task.finished:
+                    return Text("")
+                return Text(f"undone in {format_duration(max(0, deadline - time.time()))}", style="yellow")
 
         self.console = console
+        self.run_id = run_id
         self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[host]:<16}"), TextColumn("{task.description}"),
-                                 TimeElapsedColumn(), console=console, transient=False)
+                                 Countdown(), TimeElapsedColumn(), console=console, transient=False)
         self.overall = self.progress.add_task("hosts", total=total, host="all hosts")
+        self.total, self.done = total, 0
         self.tasks: dict[str, int] = {}
         self.lock = threading.Lock()
+        self.hinted = False
 
     def __enter__(self):
         self.progress.start()
@@ -151,25 +179,44 @@ class RichObserver:
     def host_step(self, host, label, status, detail=""):
         from rich.markup import escape
 
-        self.progress.update(self._task(host), description=escape(f"{label}: {status}" + (f" — {detail}" if detail else "")))
+        line = f"{label}: {status}" + (f" — {detail}" if detail else "")
+        self.progress.update(self._task(host), description=escape(line))
+        if status in VERDICTS:   # a verification's result stays on screen when it happens, not after the hold
+            style = "green" if status == "passed" else "red"
+            self.progress.console.print(f"[bold]{escape(host)}[/] check {escape(label)}: [{style}]{status}[/]"
+                                        + (f" — {escape(detail)}" if detail else ""))
 
     def host_holding(self, host, deadline):
-        self.progress.update(self._task(host), description=f"holding until {time.strftime('%H:%M:%S', time.localtime(deadline))} "
-                             "(Ctrl-C rolls back now)")
+        with self.lock:
+            first, self.hinted = not self.hinted, True
+        if first:
+            self.progress.console.print(f"[yellow]holding[/]: {hold_hint(self.run_id)}")
+        self.progress.update(self._task(host), deadline=deadline,
+                             description=f"holding until {time.strftime('%H:%M:%S', time.localtime(deadline))}")
 
     def host_done(self, host, outcome):
         from rich.markup import escape
 
         style = STATUS_STYLE.get(outcome.status, "white")
         text = f"[{style}]{outcome.status}[/]" + (f" — {escape(outcome.error)}" if outcome.error else "")
-        self.progress.update(self._task(host), description=text, total=1, completed=1)
+        verdict = _verdict(outcome)   # diagnose: the host's verdict as it lands
+        if verdict:
+            text += f" — [{'green' if verdict == 'healthy' else 'bold red'}]{escape(verdict)}[/]"
+        self.progress.update(self._task(host), description=text, total=1, completed=1, deadline=None)
         self.progress.advance(self.overall)
+        with self.lock:
+            self.done += 1
+            self.progress.update(self.overall, description=f"{self.done}/{self.total} hosts done")
 
 
 def summary_table(run_id: str, playbook: str, outcomes: dict[str, HostOutcome]):
     from rich.table import Table
 
-    table = Table(title=f"run {run_id} — {playbook}", title_justify="left")
+    counts_by_status: dict[str, int] = {}
+    for o in outcomes.values():
+        counts_by_status[o.status.value] = counts_by_status.get(o.status.value, 0) + 1
+    caption = f"{len(outcomes)} host(s): " + ", ".join(f"{n} {status}" for status, n in counts_by_status.items())
+    table = Table(title=f"run {run_id} — {playbook}", title_justify="left", caption=caption, caption_justify="left")
     for column in ("host", "status", "findings", "changes", "rollback", "time"):
         table.add_column(column)
     for name, o in outcomes.items():
@@ -205,8 +252,9 @@ def _plain(text: str):
     return Text(text)
 
 
-def print_details(console, outcomes: dict[str, HostOutcome], check_mode: bool, show_facts: bool) -> None:
-    """Findings, errors and (with --check) diffs, per host, below the table."""
+def print_details(console, outcomes: dict[str, HostOutcome], check_mode: bool, show_facts: bool,
+                  show_diff: bool = False, verbose: int = 0) -> None:
+    """Findings, errors and (with --check or --diff) diffs, per host, below the table."""
     from rich.syntax import Syntax
     from rich.text import Text
 
@@ -229,18 +277,36 @@ def print_details(console, outcomes: dict[str, HostOutcome], check_mode: bool, s
             said = change.detail if change.state in ("undone", "not_applied", "conflict", "failed") and change.detail \
                 else change.summary + (f" ({change.detail})" if change.detail else "")
             lines.append(Text(f"  {change.state}: {short(said)}"))
-            if check_mode and change.diff:
+            if (check_mode or show_diff) and change.diff:
                 lines.append(Syntax(change.diff, "diff", theme="ansi_dark", background_color="default"))
         for step in o.steps:
             if step.get("kind") == "check" and step["status"] == "passed":
                 lines.append(Text(f"  check {step['step']}: passed — {short(step['detail'])}"))
-            elif show_facts and step.get("kind") == "probe" and isinstance(step.get("value"), dict):
+            elif show_facts and step.get("kind") == "probe" and isinstance(step.get("value"), dict) \
+                    and not _verdict(o):   # diagnose: the findings carry the facts that matter
                 value = step["value"]
                 if all(isinstance(v, dict) for v in value.values()):   # several probes in one step
                     lines += [Text(f"  {name}: " + short(_compact(v))) for name, v in value.items()]
                 else:
                     lines.append(Text(f"  {step['step']}: " + short(_compact(value))))
+        if verbose:   # -v: every step, with its status and how long it took
+            for step in o.steps:
+                seconds = f" ({step['seconds']:.2f}s)" if isinstance(step.get("seconds"), (int, float)) else ""
+                lines.append(Text(f"  step {step['step']}: {step['status']}{seconds}"
+                                  + (f" — {short(str(step['detail']))}" if step.get("detail") else ""), style="dim"))
+        if check_mode and o.not_predicted:
+            lines.append(Text("  --check could not predict: " + "; ".join(o.not_predicted), style="dim"))
         if lines:
             console.print(Text(name, style="bold"))
             for line in lines:
                 console.print(line)
+    if any(_verdict(o) for o in outcomes.values()):   # diagnose: the fleet's hosts × causes
+        from opskit import fleet_report
+
+        console.print(fleet_report.causes_table({"hosts": {n: o.to_json() for n, o in outcomes.items()}}))
+
+
+def _verdict(outcome: HostOutcome) -> str | None:
+    from opskit.fleet_report import verdict_of
+
+    return verdict_of(outcome.steps)

@@ -131,6 +131,7 @@ class CheckResult:
     expected: Any = None
     evidence: tuple[str, ...] = ()
     findings: tuple[Finding, ...] = ()   # what the check noticed besides its verdict (a redirect to https)
+    unmet: str | None = None   # set when it cannot pass on this host whatever happens (see Check.preflight)
 
     @property
     def ok(self) -> bool:
@@ -146,6 +147,13 @@ class Check:
 
     def run(self, params: BaseModel, ctx: Context) -> CheckResult:
         raise NotImplementedError
+
+    def preflight(self, params: BaseModel, ctx: Context) -> str | None:
+        """Why this check cannot pass on this host whatever the run does — the inventory lacks
+        what it needs ("site1: no 'origin' in the inventory") — or None. Pure: no network, no
+        host. The runner asks it of the checks ahead before the first change, so a run (and its
+        --check) that is bound to fail stops before changing anything and names the cause."""
+        return None
 
 
 # -- rules ------------------------------------------------------------------

@@ -83,9 +83,26 @@ class CliResult:
     @property
     def json(self) -> dict:
         try:
-            return json.loads(self.stdout)
+            document = json.loads(self.stdout)
         except json.JSONDecodeError:
             raise AssertionError(f"stdout is not JSON:\n{self.stdout}\n--- stderr ---\n{self.stderr}") from None
+        if isinstance(document, dict) and "schema_version" in document:
+            # every `opskit run --json` document a test reads is held to the published schema
+            validate_run_document(document)
+        return document
+
+
+def validate_run_document(document: dict) -> None:
+    import jsonschema
+
+    from opskit.document import shipped_schema
+
+    try:
+        jsonschema.validate(document, shipped_schema(), cls=jsonschema.Draft202012Validator)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(map(str, exc.absolute_path))
+        raise AssertionError(f"--json document does not match opskit/schema/run-document.schema.json "
+                             f"at {where or '(top)'}: {exc.message}") from None
 
 
 def cli_command(*args: str) -> list[str]:

@@ -182,6 +182,7 @@ def test_last_error_txt_is_private(monkeypatch, tmp_path):
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(inventory, "load", broken)
+    (tmp_path / "inventory.yaml").write_text("hosts: {}\n")   # there, so the (broken) loader is reached
     saved = _state() / "last-error.txt"
     _state().mkdir(parents=True)
     saved.write_text("an older traceback")

@@ -197,6 +197,7 @@ class Answer:
     server: str | None = None
     tls_version: str | None = None    # "TLSv1.3" over https
     verified: bool = False            # the certificate was checked
+    headers: tuple[tuple[str, str], ...] = ()   # every response header, lower-case names (diagnose's hops)
 
     @property
     def redirect(self) -> bool:
@@ -228,7 +229,8 @@ def fetch(target: Target, trust: Trust, timeout: float, bypass_cache: bool) -> A
             return Answer(
                 status=response.status_code, body=response.text, size=len(content), seconds=seconds,
                 location=without_cache_buster(urljoin(target.url, location)) if location else None,
-                server=response.headers.get("Server"), tls_version=tls_version, verified=verified)
+                server=response.headers.get("Server"), tls_version=tls_version, verified=verified,
+                headers=tuple((k.lower(), v) for k, v in response.headers.items()))
 
 
 def tls_adapter(site_name: str | None):
@@ -578,16 +580,22 @@ class Http(Check):
                 return result
             time.sleep(0.5)
 
-    def once(self, params: HttpParams, ctx: Context) -> CheckResult:
+    def preflight(self, params: HttpParams, ctx: Context) -> str | None:
         try:
             target = http_target(params, ctx)
         except ValueError as exc:
-            return CheckResult(Verdict.ERROR, str(exc))
+            return str(exc)
         if params.expect_cdn != "any" and not params.cdn_hostname:
-            return CheckResult(Verdict.ERROR, "the CDN hostname is unknown (set cdn.hostname in the inventory)")
+            return "the CDN hostname is unknown (set cdn.hostname in the inventory)"
+        if target.https and (problem := trust_for(ctx.host.tls, os.environ).problem()):
+            return f"{target.label}: {problem}"
+        return None
+
+    def once(self, params: HttpParams, ctx: Context) -> CheckResult:
+        if unmet := self.preflight(params, ctx):
+            return CheckResult(Verdict.ERROR, unmet, unmet=unmet)
+        target = http_target(params, ctx)
         trust = trust_for(ctx.host.tls, os.environ)
-        if target.https and (problem := trust.problem()):
-            return CheckResult(Verdict.ERROR, f"{target.label}: {problem}")
         unverified = verification_disabled_finding(target, trust)
         findings = (unverified,) if unverified else ()
         import requests

@@ -260,6 +260,11 @@ class Measure(Check):
     name = "measure"
     Params = MeasureParams
 
+    def preflight(self, params: MeasureParams, ctx: Context) -> str | None:
+        if not ctx.host.origin:
+            return "no origin in the inventory: the measurement requests the probe straight from the origin"
+        return None
+
     def run(self, params: MeasureParams, ctx: Context) -> CheckResult:
         import os
 
@@ -267,9 +272,8 @@ class Measure(Check):
 
         if params.url_path is None:
             return CheckResult(Verdict.ERROR, "no probe was uploaded (the upload step says why): nothing measured")
-        if not ctx.host.origin:
-            return CheckResult(Verdict.ERROR, "no origin in the inventory: the measurement requests the probe "
-                                              "straight from the origin")
+        if unmet := self.preflight(params, ctx):
+            return CheckResult(Verdict.ERROR, unmet, unmet=unmet)
         log_paths = [p for p in dict.fromkeys(v for v in params.logs.values() if v)]
         before = self._sizes(ctx, log_paths, params.become)
         remaining = before["deadline"] - before["now"] if before["deadline"] else None

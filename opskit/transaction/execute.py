@@ -17,7 +17,7 @@ from opskit.playbook import Step, params_for
 from opskit.steps import CHANGES, CHECKS, KINDS, PROBES, RULES
 from opskit.shell import HomeUnknown
 from opskit.transaction.connect import HELLO_SECTION
-from opskit.transaction.outcome import ChangeRecord, Interrupted, NotConnected, Status, StepFailed
+from opskit.transaction.outcome import ChangeRecord, Interrupted, NotConnected, Status, StepFailed, StepStatus
 
 
 def needs_host(step: Step) -> bool:
@@ -30,6 +30,30 @@ def needs_host(step: Step) -> bool:
 
 class StepExecution:
     """Mixin of Transaction: the steps themselves."""
+
+    preflighted = False   # the checks ahead were asked whether they can pass (before the first change)
+
+    def preflight(self, ahead: tuple[Step, ...], values: dict) -> None:
+        """Before the first change: a check ahead that must pass (on_fail: stop) but cannot on
+        this host whatever the change does (no origin in the inventory) means the run would
+        change the host only to roll it back. Stop now, in --check too, naming the cause. A
+        check whose parameters or `when:` depend on steps not run yet cannot be told: skipped."""
+        self.preflighted = True
+        for later in ahead:
+            if later.kind != "check" or later.on_fail != "stop":
+                continue
+            check = CHECKS[later.names[0]]()
+            try:
+                if later.when is not None and not references.render(later.when, values):
+                    continue
+                params = check.Params.model_validate(references.render(later.params, values))
+            except (references.TemplateError, ValidationError):
+                continue
+            if unmet := check.preflight(params, self.ctx):
+                self.add_finding(Finding(
+                    "precondition-failed", Severity.ERROR, f"{later.label} cannot pass: {unmet}", (),
+                    f"{unmet}: fix the inventory and run again (nothing was changed)", family=Family.OPSKIT))
+                raise StepFailed(f"not changing anything: {later.label} cannot pass: {unmet}")
 
     def add_finding(self, finding: Finding) -> None:
         """Findings are facts about the host: the same one twice (a probe run again after a
@@ -57,7 +81,7 @@ class StepExecution:
             values = self.context_values()
             try:
                 if step.when is not None and not references.render(step.when, values):
-                    self.record_step(step, "skipped", "condition is false")
+                    self.record_step(step, StepStatus.SKIPPED, "condition is false")
                     continue
                 params = references.render(step.params, values)
             except references.TemplateError as exc:
@@ -67,6 +91,8 @@ class StepExecution:
             if index is not None:
                 self.boundary(f"step:{index}:{step.kind}:start")
             try:
+                if step.kind == "change" and not after_rollback and not self.preflighted:
+                    self.preflight(steps[position + 1:], values)
                 if step.kind != "change":
                     self.flush_handlers()   # a run of changes is reloaded before anything looks at it
                 if needs_host(step):
@@ -90,8 +116,8 @@ class StepExecution:
             self.ctx.results[step.id] = value
             self.log({"event": "result", "id": step.id, "value": value})
 
-    def record_step(self, step: Step, status: str, detail: str = "", value: Any = None) -> None:
-        entry = {"step": step.label, "id": step.id, "kind": step.kind, "status": status, "detail": detail, "at": round(time.time(), 3)}
+    def record_step(self, step: Step, status: StepStatus, detail: str = "", value: Any = None) -> None:
+        entry = {"step": step.label, "id": step.id, "kind": step.kind, "status": StepStatus(status).value, "detail": detail, "at": round(time.time(), 3)}
         if value is not None:
             entry["value"] = value
         self.outcome.steps.append(entry)
@@ -138,7 +164,7 @@ class StepExecution:
             values[name] = probe.parse(section.output, section.exit_status, prm)
         value = values[step.names[0]] if len(step.names) == 1 else values
         self.remember(step, value)
-        self.record_step(step, "ok", "", value)
+        self.record_step(step, StepStatus.OK, "", value)
 
     def probe_snippets(self, items) -> list[tuple[str, str]]:
         """Each probe's sh snippet. Before the home is known, paths under it go to the host
@@ -166,30 +192,52 @@ class StepExecution:
                  "findings": [f.to_json() for f in findings]}
         self.remember(step, value)
         causes = ", ".join(value["causes"]) or "nothing to report"
-        self.record_step(step, "ok", causes, value)
+        self.record_step(step, StepStatus.OK, causes, value)
 
     def do_change(self, step: Step, params: dict) -> None:
+        """Plan, then apply. A change kind with plans() (config_edits) plans several changes
+        at once: all are planned before any applies, and one refusal refuses them all."""
         change = CHANGES[step.names[0]]()
-        plan = change.plan(self.params_for(step, change.Params, params), self.ctx)
-        self.remember(step, {"changed": plan.noop is None and plan.blocked is None, "noop": plan.noop,
-                             **{k: v for k, v in plan.record.items() if k != "content"}})
-        if plan.blocked:
-            self.outcome.changes.append(ChangeRecord(None, change.name, plan.summary, state="blocked", detail=plan.blocked))
-            raise StepFailed(f"{step.label}: {plan.blocked}")
-        if plan.noop:
-            self.outcome.changes.append(ChangeRecord(None, change.name, plan.summary, state="noop", detail=plan.noop))
-            self.record_step(step, "noop", plan.noop)
+        typed = self.params_for(step, change.Params, params)
+        several = hasattr(change, "plans")
+        plans = change.plans(typed, self.ctx) if several else [change.plan(typed, self.ctx)]
+        if several:
+            self.remember(step, {"changed": any(p.noop is None and p.blocked is None for p in plans),
+                                 "edits": [{"summary": p.summary, "noop": p.noop, "blocked": p.blocked, "diff": p.diff,
+                                            **{k: v for k, v in p.record.items() if k != "content"}} for p in plans]})
+        else:
+            plan = plans[0]
+            self.remember(step, {"changed": plan.noop is None and plan.blocked is None, "noop": plan.noop,
+                                 **{k: v for k, v in plan.record.items() if k != "content"}})
+        blocked = [p for p in plans if p.blocked]
+        if blocked:
+            for plan in blocked:
+                self.outcome.changes.append(ChangeRecord(None, change.name, plan.summary, state="blocked", detail=plan.blocked))
+            raise StepFailed(f"{step.label}: {'; '.join(p.blocked for p in blocked)}")
+        todo = []
+        for plan in plans:
+            if plan.noop:
+                self.outcome.changes.append(ChangeRecord(None, change.name, plan.summary, self.shown(plan.diff), "noop",
+                                                         detail=plan.noop))
+            else:
+                todo.append(plan)
+        if not todo:
+            self.record_step(step, StepStatus.NOOP, "; ".join(p.noop for p in plans) or "nothing to change")
             return
         if self.run.options.check_mode:
-            self.outcome.changes.append(ChangeRecord(None, change.name, plan.summary, self.shown(plan.diff), "planned"))
-            self.record_step(step, "would change", plan.summary)
+            for plan in todo:
+                self.outcome.changes.append(ChangeRecord(None, change.name, plan.summary, self.shown(plan.diff), "planned"))
+            self.record_step(step, StepStatus.WOULD_CHANGE, "; ".join(p.summary for p in todo))
             return
-        self.apply(change, plan, step)
+        for plan in todo:
+            self.apply(change, plan, step)
 
     def do_check(self, step: Step, params: dict) -> None:
         check = CHECKS[step.names[0]]()
         if self.run.options.check_mode and any(c.state == "planned" for c in self.outcome.changes):
-            self.record_step(step, "skipped", "--check: it would verify a change that was not made")
+            self.remember(step, None)   # later steps see it was not run (a rule given None says nothing)
+            self.record_step(step, StepStatus.SKIPPED, "--check: it would verify a change that was not made")
+            self.outcome.not_predicted.append(f"{step.label}: it verifies a change --check did not make")
             return
         try:
             result = check.run(self.params_for(step, check.Params, params), self.ctx)
@@ -199,12 +247,18 @@ class StepExecution:
             raise StepFailed(f"{step.label}: {exc}") from None
         value = {"verdict": result.verdict.value, "summary": result.summary, "observed": result.observed}
         self.remember(step, value)
-        self.record_step(step, result.verdict.value, result.summary, value)
+        self.record_step(step, StepStatus(result.verdict.value), result.summary, value)
         for finding in result.findings:
             self.add_finding(finding)
         if result.ok:
             return
         severity = Severity(step.finding.get("severity", "error" if step.on_fail == "stop" else "warning"))
+        if result.unmet:   # not a guess about the site: the inventory lacks what the check needs
+            self.add_finding(Finding("not-configured", severity, f"{step.label}: {result.summary}", result.evidence,
+                                     f"{result.unmet}: fix the inventory", family=Family.OPSKIT))
+            if step.on_fail == "stop":
+                raise StepFailed(f"{step.label}: {result.summary}")
+            return
         family = step.finding.get("family")
         self.add_finding(Finding(
             step.finding.get("cause", f"check-{check.name}-{result.verdict.value}"), severity,

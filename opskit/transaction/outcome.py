@@ -24,6 +24,19 @@ class Status(enum.StrEnum):
 
 
 STATUSES = tuple(s.value for s in Status)
+
+
+class StepStatus(enum.StrEnum):
+    """How one step went (a step's `status` in the --json document): fixed identifiers."""
+
+    OK = "ok"                       # a probe or rule ran
+    SKIPPED = "skipped"             # its `when:` was false, or --check could not run it (see not_predicted)
+    NOOP = "noop"                   # a change with nothing to do
+    WOULD_CHANGE = "would_change"   # --check: the change that a real run would make
+    CHANGED = "changed"             # a change applied
+    PASSED = "passed"               # a check's verdicts
+    FAILED = "failed"
+    ERROR = "error"
 FAILING = (Status.FAILED, Status.UNREACHABLE, Status.CONFLICT)
 
 
@@ -80,6 +93,7 @@ class HostOutcome:
     guard: str | None = None         # how the guard is scheduled: detached, detached+crontab
     seconds: float = 0.0
     home: str | None = None          # the login user's home on the host (reports shorten it to ~)
+    not_predicted: list[str] = field(default_factory=list)   # --check: what it could not tell beforehand
 
     def __setattr__(self, name, value):
         # a status is always a Status, whoever sets it (a journal's text, a guard's state)
@@ -97,6 +111,7 @@ class HostOutcome:
             "guard": self.guard,
             "seconds": round(self.seconds, 3),
             "home": self.home,
+            "not_predicted": self.not_predicted,
         }
 
 

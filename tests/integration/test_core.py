@@ -586,3 +586,61 @@ def test_rollback_of_a_run_started_on_another_machine(hosts, tmp_path, opskit):
     assert "h2: rolled_back" in result.stdout
     assert_original(hosts.host("h2"))
     assert not (hosts.host("h2").home / ".opskit" / "lock").exists()
+
+
+# -- the CLI habits on a real host: -v, -q, --diff, the live hold display --------------------------
+
+def test_verbose_quiet_and_diff_on_a_real_run(hosts, tmp_path, opskit):
+    inv = rename_inventory(hosts, tmp_path)
+    loud = opskit(*run_args(inv, "--host", "h1", "--hold", "1s", "-v", "--diff"))
+    assert loud.returncode == 0, loud.stderr
+    said = loud.stdout + loud.stderr
+    run_id = next(w for w in said.split() if w.count("-") == 2 and w[:8].isdigit())
+    assert "h1: exec " in said and "→ exit 0 in " in said, said           # each command, its status and time
+    assert "step Rename the folder: changed (" in said                   # each step with its timing
+    assert "-original\n" in said and "+edited by opskit" in said         # --diff on a real run
+    assert f"`opskit confirm {run_id}` keeps the changes, `opskit rollback {run_id}` undoes them now" in said
+    assert "1 host(s): 1 rolled_back" in said                            # the summary says how many hosts
+    assert_original(hosts.host("h1"))
+    quiet = opskit(*run_args(inv, "--host", "h1", "--hold", "1s", "-q"))
+    assert quiet.returncode == 0, quiet.stderr
+    assert "h1: rolled_back" in quiet.stderr
+    assert "exec " not in quiet.stderr and "step Rename" not in quiet.stderr and "holding" not in quiet.stderr
+    both = opskit(*run_args(inv, "--host", "h1", "-v", "-q"))
+    assert both.returncode == 2 and "-v and -q contradict each other" in both.stderr
+
+
+def test_the_live_hold_display_counts_down_and_names_the_commands(hosts, tmp_path):
+    """On a terminal (a real pty) the progress display shows the time left of each host's hold,
+    the exact confirm/rollback commands, and each verification when it lands."""
+    import pty
+    import select
+
+    inv = rename_inventory(hosts, tmp_path)
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(cli_command(*run_args(inv, "--host", "h1", "--hold", "3s", "--yes")), stdin=terminal, stdout=terminal,
+                            stderr=terminal, env={**os.environ, "COLUMNS": "160", "TERM": "xterm"})
+    os.close(terminal)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:   # the other end closed: the run is over
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=30)
+    os.close(controller)
+    text = seen.decode("utf-8", "replace")
+    assert proc.returncode == 0, text
+    assert "undone in 2s" in text or "undone in 3s" in text, text        # the countdown
+    assert "undone in 1s" in text, text
+    assert "opskit confirm " in text and "opskit rollback " in text
+    assert "check The folder is away: passed" in text                    # shown when it happened
+    assert_original(hosts.host("h1"))

@@ -237,8 +237,35 @@ def test_check_mode_changes_nothing(wp):
     assert doc["status"] == "ok"
     assert [c["state"] for c in doc["changes"]] == ["planned", "planned"]
     assert ".cdn-enabler.opskit-" in doc["changes"][1]["summary"]
+    assert [s["status"] for s in doc["steps"] if s["kind"] == "change"] == ["would_change", "would_change"]
+    assert any("it verifies a change --check did not make" in n for n in doc["not_predicted"]), doc["not_predicted"]
     assert sorted(p.name for p in wp.plugins.iterdir()) == before
     assert not (wp.host.home / ".opskit").exists()
+    wp.assert_restored()
+
+
+def test_no_origin_fails_in_check_and_real_run_before_any_change(wp, tmp_path):
+    """The verification after the rename needs the origin: without one in the inventory the run
+    is bound to fail, so --check says so and a real run does not touch the host."""
+    text = wp.inventory.read_text()
+    without = "\n".join(line for line in text.splitlines() if not line.strip().startswith("origin:")) + "\n"
+    assert without != text
+    inventory = tmp_path / "no-origin.yaml"
+    inventory.write_text(without)
+    before = sorted(p.name for p in wp.plugins.iterdir())
+    for mode in (("--check",), ()):
+        result = run_cli("-i", str(inventory), "run", "disable-cdn", "--host", "site1", "--json", *mode)
+        assert result.returncode == 1, (mode, result.stdout, result.stderr)
+        doc = host_doc(result)
+        assert doc["status"] == "failed", mode
+        assert "no 'origin' in the inventory" in doc["error"], doc["error"]
+        causes = [f["cause"] for f in doc["findings"]]
+        assert "precondition-failed" in causes and "origin-unhealthy" not in causes, causes
+        blocked = next(f for f in doc["findings"] if f["cause"] == "precondition-failed")
+        assert "Origin after" in blocked["summary"] and "no 'origin' in the inventory" in blocked["advice"]
+        assert [s["status"] for s in doc["steps"] if s["kind"] == "change"] == [], doc["steps"]
+        assert doc["changes"] == [] and not (doc["rollback"] or {}).get("steps")
+        assert sorted(p.name for p in wp.plugins.iterdir()) == before
     wp.assert_restored()
 
 
