@@ -28,6 +28,7 @@ Nothing of the machine's is used: no system service, no /etc, /run/php, /var/log
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import http.client
 import os
@@ -36,6 +37,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -397,3 +399,33 @@ def unix_accepts(path: Path) -> bool:
 
 def remove(base: Path) -> None:
     shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def site_behind_sshd(name: str, prefix: str, subnet: str, **site: object):
+    """A TimeoutSite owned by the one host of a private sshd Lab, for a test module:
+
+        with site_behind_sshd("tune", "opskit-tu", "127.0.90.", pool={...}) as (lab, site, base):
+            ...
+
+    Needs root; everything (servers, sshd, users, files under a fresh /tmp/opskit-NAME-*) is
+    stopped and removed afterwards, however the block ends."""
+    from lab.sshd import Lab
+
+    if os.geteuid() != 0:
+        raise PermissionError("the real-server tests need root (sshd, users, php-fpm's master); run them as root or in CI")
+    base = Path(tempfile.mkdtemp(prefix=f"opskit-{name}-"))
+    os.chmod(base, 0o755)
+    lab = Lab(base / "lab", count=1, prefix=prefix, subnet=subnet)
+    started = None
+    try:
+        lab.start()
+        host = lab.hosts[0]
+        started = TimeoutSite(base / "site", host.address, host.user, host.home, **site).start()
+        yield lab, started, base
+    finally:
+        if started is not None:
+            started.stop()
+        lab.stop()
+        lab.remove_users()
+        remove(base)

@@ -18,6 +18,8 @@ Where the edit lands:
   governing block: nginx's location when one is named, else the server, else http;
   php-fpm's pool; php.ini's section (by default the top of the file, or its first
   section).
+With `inherited: override` (nginx), a value inherited from an enclosing block is not edited
+there but set in the site's own block, so other sites keep theirs.
 A value already in force is a `noop`; a target that is ambiguous (no or several
 server blocks for server_name, an unknown pool) or a file that was not read is
 `blocked`, with the reason; `action` is None then. Bytes are kept exactly: files
@@ -34,11 +36,11 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from opskit.stack import ini, nginx, phpfpm, phpini
+from opskit.stack import apache, ini, nginx, phpfpm, phpini
 from opskit.stack.effective import EffectiveValue
 from opskit.stack.lines import split_lines
 
-Format = Literal["nginx", "php-fpm", "php-ini"]
+Format = Literal["nginx", "php-fpm", "php-ini", "apache"]
 
 
 class ConfigEditParams(BaseModel):
@@ -51,6 +53,9 @@ class ConfigEditParams(BaseModel):
     location: str | None = None      # nginx: the location block (its text, or a URI)
     pool: str | None = None          # php-fpm: the pool section (default: the only pool)
     section: str | None = None       # php-ini: the section (default: the top of the file, or its first section)
+    inherited: Literal["edit", "override"] = "edit"   # nginx, apache: a value inherited from an enclosing
+                                     # block is edited there (edit), or set in the site's own block (override)
+    server_root: str | None = None   # apache: its -d (default: the main file's folder)
 
     @field_validator("file")
     @classmethod
@@ -110,7 +115,8 @@ class _Blocked(Exception):
 
 def plan_edit(params: ConfigEditParams, files: dict[str, bytes], dump: str | None = None) -> EditPlan:
     """The edit setting params.directive to params.value (see the module docstring)."""
-    locate = {"nginx": _locate_nginx, "php-fpm": _locate_fpm, "php-ini": _locate_ini}[params.format]
+    locate = {"nginx": _locate_nginx, "php-fpm": _locate_fpm, "php-ini": _locate_ini,
+              "apache": _locate_apache}[params.format]
     try:
         target = locate(params, files, dump)
     except _Blocked as reason:
@@ -155,7 +161,11 @@ def _noop(params: ConfigEditParams, files: dict[str, bytes], target: _Target) ->
 def _summary(params: ConfigEditParams, target: _Target) -> str:
     old = target.current.value if target.current.value is not None else "unset"
     if target.action == "add":
-        old += " (default)" if target.current.value is not None else ""
+        if target.current.source == "inherited" and target.current.directive is not None:
+            d = target.current.directive
+            old += f" (inherited from {d.file}:{d.line})"
+        else:
+            old += " (default)" if target.current.value is not None else ""
         where = f"added at {target.path}:{target.line}"
     else:
         where = f"at {target.path}:{target.line}"
@@ -182,7 +192,7 @@ def _locate_nginx(params: ConfigEditParams, files: dict[str, bytes], dump: str |
     current = nginx.value_at(config, block, params.directive)
     in_force = current.directive.args if current.directive is not None else tuple((current.value or "").split())
     same = current.value is not None and nginx.same_value(params.directive, in_force, args)
-    if current.directive is not None:
+    if current.directive is not None and not (current.source == "inherited" and params.inherited == "override"):
         directive = current.directive
         _check_dump_matches(config, files, directive.file, dump)
         place = directive.block[-1] if directive.block else "main"
@@ -323,3 +333,41 @@ def _locate_ini(params: ConfigEditParams, files: dict[str, bytes], dump: str | N
     place = f"[{section.name}]" if section.name else "top of the file"
     return _Target(params.file, "add", after + 1, current, place,
                    lambda text: ini.add_key(text, after, key, params.value, like), same)
+
+
+# -- Apache -----------------------------------------------------------------------
+
+def _locate_apache(params: ConfigEditParams, files: dict[str, bytes], dump: str | None) -> _Target:
+    """The directive for the site's <VirtualHost> (server_name; None: the server level): set
+    where the value in force is set, else (a default; inherited, with override) added first
+    in the virtual host."""
+    if params.file not in files:
+        raise _Blocked(f"{params.file} was not read from the host")
+    try:
+        config = apache.parse_files({path: _decode(data) for path, data in files.items()}, params.file,
+                                    params.server_root)
+    except apache.ApacheConfigError as error:
+        raise _Blocked(f"Apache would not read this config: {error}") from None
+    if config.unresolved:
+        missing = config.unresolved[0]
+        raise _Blocked(f"{missing.name} {missing.value} ({missing.file}:{missing.line}) names a file that was not read")
+    args = apache.split_args(params.value)
+    if not args:
+        raise _Blocked(f"{params.value!r} is not a list of Apache arguments")
+    host = apache.find_virtual_host(config, params.server_name) if params.server_name else None
+    if params.server_name and host is None:
+        raise _Blocked(f"no <VirtualHost> for {params.server_name}")
+    current = apache.effective(config, params.server_name, params.directive, default="(unset)")
+    if current.directive is None:
+        current = EffectiveValue(None, None, "default")
+    same = current.directive is not None and tuple(current.directive.args) == tuple(args)
+    place = host.label if host is not None else "server config"
+    if current.directive is not None and not (current.source == "inherited" and params.inherited == "override"):
+        directive = current.directive
+        return _Target(directive.file, "set", directive.line, current,
+                       directive.block_path or "server config",
+                       lambda text: apache.set_directive(text, directive.line, params.directive, args), same)
+    if host is None:
+        raise _Blocked(f"{params.directive} is set nowhere and no <VirtualHost> is named to add it in")
+    return _Target(host.file, "add", host.line + 1, current, place,
+                   lambda text: apache.add_directive(text, host.line, params.directive, args), same)

@@ -344,6 +344,12 @@ class _Analysis:
                 "changes": changes(self.layers, self.proposal)}
 
 
+def analyse(facts: TimeoutChain) -> _Analysis:
+    """The chain's layers, which fires first, what is misordered, and the proposal (its
+    value() is chain_value's); tune-timeouts' planner (rules/tuning.py) starts from it."""
+    return _analyse(facts)
+
+
 def _analyse(facts: TimeoutChain) -> _Analysis:
     layers = chain_layers(facts)
     bad, tight = misordered(layers, facts.margin)

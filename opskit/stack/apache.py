@@ -36,6 +36,7 @@ from typing import Mapping
 
 from opskit.stack import globs
 from opskit.stack.effective import EffectiveValue
+from opskit.stack.lines import leading_space, newline_of, split_lines, strip_ending
 
 # Apache's documented defaults (ProxyTimeout: unset means Timeout's value).
 DEFAULTS: dict[str, str] = {
@@ -411,3 +412,58 @@ def _in_scope(config: ApacheConfig, directive: ApacheDirective, host: Section | 
         if kind in _CONDITIONAL and not _condition_holds(config, section):
             return False
     return True
+
+
+# -- editing a directive, keeping every other byte -------------------------------------------
+
+def format_args(args: tuple[str, ...] | list[str]) -> str:
+    """Arguments as Apache reads them back: a word with a space or a quote is double-quoted."""
+    out = []
+    for arg in args:
+        if not arg or any(c.isspace() or c in "\"'" for c in arg):
+            arg = '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        out.append(arg)
+    return " ".join(out)
+
+
+def set_directive(text: str, line: int, name: str, args: tuple[str, ...] | list[str]) -> str:
+    """`text` with the directive on `line` (1-based) given `args`: its indentation, its name as
+    written and its line ending kept, every other line untouched. A directive continued over
+    several lines (a trailing backslash) is refused (ValueError): opskit does not re-flow it."""
+    lines = split_lines(text)
+    if not 1 <= line <= len(lines):
+        raise ValueError(f"line {line} is past the end of the file")
+    raw = lines[line - 1]
+    body = strip_ending(raw)
+    if body.rstrip().endswith("\\"):
+        raise ValueError(f"the directive on line {line} goes on over several lines; edit it by hand")
+    words = body.split(None, 1)
+    if not words or words[0].lower() != name.lower():
+        raise ValueError(f"line {line} does not set {name}")
+    ending = raw[len(body):]
+    lines[line - 1] = f"{leading_space(body)}{words[0]} {format_args(args)}{ending}"
+    return "".join(lines)
+
+
+def add_directive(text: str, section_line: int, name: str, args: tuple[str, ...] | list[str]) -> str:
+    """`text` with `name args` as the first line inside the section opened on `section_line`
+    (`<VirtualHost ...>`), indented like the section's first line (else 4 spaces more than
+    the section), with the file's line ending."""
+    lines = split_lines(text)
+    if not 1 <= section_line <= len(lines):
+        raise ValueError(f"line {section_line} is past the end of the file")
+    opening = lines[section_line - 1]
+    if not opening.lstrip().startswith("<"):
+        raise ValueError(f"line {section_line} does not open a section")
+    indent = leading_space(opening) + "    "
+    for following in lines[section_line:]:
+        if strip_ending(following).strip():
+            inner = leading_space(following)
+            if len(inner) > len(leading_space(opening)) and not following.lstrip().startswith("</"):
+                indent = inner
+            break
+    ending = newline_of(text)
+    if not opening.endswith("\n"):
+        lines[section_line - 1] = opening + ending
+    lines.insert(section_line, f"{indent}{name} {format_args(args)}{ending}")
+    return "".join(lines)

@@ -161,20 +161,25 @@ def _fault_target(host, server: UserNginx, inventory) -> Target:
     return Target(host.name, host.user, host.home, inventory, lambda: [server.conf], prepare, extra_check)
 
 
-def test_fault_matrix_config_edit(hosts, tmp_path):
+@pytest.mark.parametrize("playbook", ["nginx-edit", "nginx-edits"])
+def test_fault_matrix_config_edit(hosts, tmp_path, playbook):
     """Kill the controller, or partition it, at every boundary from the first change on: the
-    guard restores nginx.conf byte for byte and reloads nginx, which serves v1 again."""
+    guard restores nginx.conf byte for byte and reloads nginx, which serves v1 again. Once
+    with config_edit, once with config_edits (two edits of one file from a list, as
+    tune-timeouts applies its plan: two write-aheads, two applies, one reload)."""
     servers = [UserNginx(host, free_port(host.address)).start() for host in hosts.hosts]
     try:
         inventory = hosts.inventory(tmp_path / "inv.yaml", hosts={server.host.name: {"vars": {
             "nginx_conf": str(server.conf), "nginx_prefix": str(server.prefix), "nginx_value": "200 v2",
             "nginx_url": f"http://{server.host.address}:{server.port}/"}} for server in servers})
         targets = [_fault_target(server.host, server, inventory) for server in servers]
-        matrix = Matrix("nginx-edit", TEST_PLAYBOOKS, tmp_path)
+        matrix = Matrix(playbook, TEST_PLAYBOOKS, tmp_path)
         # reconnecting after a cut is covered by the file matrices; the read-only steps before
         # the first change too
         cases = matrix.run_all(targets, from_boundary="write-ahead:", faults=("kill", "partition"))
         assert len(cases) >= 8 and "hold" in matrix.boundaries, matrix.boundaries
+        if playbook == "nginx-edits":
+            assert {"applied:0", "applied:1"} <= set(matrix.boundaries), matrix.boundaries
         assert all(c.ok for c in cases), matrix.failures()
     finally:
         for server in servers:

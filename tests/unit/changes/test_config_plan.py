@@ -32,7 +32,7 @@ def dump_of(files: dict[str, bytes]) -> str:
     ({"directive": "fastcgi_read_timeout 1"}, "one directive name"),
     ({"value": ""}, "non-empty value on one line"),
     ({"value": "1\n2"}, "non-empty value on one line"),
-    ({"format": "apache"}, "Input should be"),
+    ({"format": "lighttpd"}, "Input should be"),
     ({"listen": "80"}, "Extra inputs are not permitted"),
 ])
 def test_params_are_checked(changes, message):
@@ -122,3 +122,73 @@ def test_unified_diff_marks_a_missing_last_newline():
     assert unified_diff("/x", b"a\nb", b"a\nc") == (
         "--- /x\n+++ /x\n@@ -1,2 +1,2 @@\n a\n-b\n\\ No newline at end of file\n+c\n\\ No newline at end of file\n")
     assert unified_diff("/x", b"a\n", b"a\n") == ""
+
+
+HTTP_LEVEL = {
+    MAIN: b"events {}\nhttp {\n    fastcgi_read_timeout 30s;\n    include sites-enabled/*;\n}\n",
+    SITE: b"server {\n    server_name a.test;\n    location / {\n        fastcgi_pass unix:/run/php.sock;\n    }\n}\n",
+}
+
+
+def test_an_inherited_value_is_edited_where_it_is_set_by_default():
+    plan = plan_edit(nginx_params(), HTTP_LEVEL)
+    assert (plan.path, plan.action, plan.line) == (MAIN, "set", 3)
+    assert "inherited by location /" in plan.summary
+
+
+def test_override_sets_an_inherited_value_in_the_sites_own_block():
+    plan = plan_edit(nginx_params(inherited="override"), HTTP_LEVEL)
+    assert (plan.path, plan.action, plan.line) == (SITE, "add", 4)
+    assert plan.new == HTTP_LEVEL[SITE].replace(b"location / {\n", b"location / {\n        fastcgi_read_timeout 120s;\n")
+    assert plan.summary == (f"nginx: fastcgi_read_timeout 30s (inherited from {MAIN}:3) → 120s added at {SITE}:4 "
+                            "(location /)")
+    assert plan_edit(nginx_params(inherited="override", value="30s"), HTTP_LEVEL).noop
+
+
+POOL = "/etc/php/8.2/fpm/pool.d/www.conf"
+FPM_MAIN = "/etc/php/8.2/fpm/php-fpm.conf"
+FPM_FILES = {FPM_MAIN: f"[global]\npid = /run/php.pid\ninclude = {POOL}\n".encode(),
+             POOL: b"[www]\nuser = www\nphp_admin_value[max_execution_time] = 30\n"}
+
+
+def test_a_pools_php_admin_value_is_set_in_place():
+    params = ConfigEditParams(file=FPM_MAIN, format="php-fpm", directive="php_admin_value[max_execution_time]",
+                              value="120", pool="www")
+    plan = plan_edit(params, FPM_FILES)
+    assert (plan.path, plan.action, plan.line) == (POOL, "set", 3)
+    assert plan.new == FPM_FILES[POOL].replace(b"= 30", b"= 120")
+
+
+APACHE = "/srv/apache/apache2.conf"
+APACHE_FILES = {APACHE: b"ServerRoot /srv/apache\nTimeout 60\nProxyTimeout 2\n\n<VirtualHost 127.0.0.1:80>\n"
+                        b"\tServerName site1.example.test\n\tDocumentRoot /srv/www\n</VirtualHost>\n"}
+
+
+def apache_params(**changes) -> ConfigEditParams:
+    return ConfigEditParams(**{"file": APACHE, "format": "apache", "directive": "ProxyTimeout", "value": "40",
+                               "server_name": "site1.example.test", "server_root": "/srv/apache", **changes})
+
+
+def test_apache_a_server_level_value_is_set_in_place_or_overridden_in_the_virtual_host():
+    edited = plan_edit(apache_params(), APACHE_FILES)
+    assert (edited.action, edited.line) == ("set", 3)
+    assert edited.new == APACHE_FILES[APACHE].replace(b"ProxyTimeout 2\n", b"ProxyTimeout 40\n")
+    added = plan_edit(apache_params(inherited="override"), APACHE_FILES)
+    assert (added.action, added.line) == ("add", 6)
+    assert added.new == APACHE_FILES[APACHE].replace(b":80>\n", b":80>\n\tProxyTimeout 40\n")   # indented like the block
+    assert "(inherited from /srv/apache/apache2.conf:3)" in added.summary
+
+
+def test_apache_unset_is_added_in_the_virtual_host_and_a_value_in_force_is_a_noop():
+    unset = {APACHE: APACHE_FILES[APACHE].replace(b"ProxyTimeout 2\n", b"")}
+    plan = plan_edit(apache_params(inherited="override"), unset)
+    assert (plan.action, plan.line) == ("add", 5) and b"\tProxyTimeout 40\n\tServerName" in plan.new
+    assert plan_edit(apache_params(value="2"), APACHE_FILES).noop
+    assert plan_edit(apache_params(server_name=None), unset).blocked == \
+        "ProxyTimeout is set nowhere and no <VirtualHost> is named to add it in"
+
+
+def test_apache_a_continued_directive_is_not_rewritten():
+    continued = {APACHE: APACHE_FILES[APACHE].replace(b"ProxyTimeout 2\n", b"ProxyTimeout \\\n  2\n")}
+    plan = plan_edit(apache_params(), continued)
+    assert plan.blocked == "the directive on line 3 goes on over several lines; edit it by hand"
