@@ -12,6 +12,8 @@ PACKAGES=(
   cron                            # the crontab command: the guard's second scheduler
   nginx-light php-fpm php-cli php-mysql mariadb-server wordpress apache2   # the WordPress stack (wordpress pulls apache2 anyway)
   nsd unbound                     # dns-check: an authoritative server and a caching resolver (lab/dns.py)
+  nftables iptables               # diagnose: a firewall rule dropping the edge (tests), captured iptables-save/nft output
+  chromium                        # diagnose --report FILE.html, rendered headless in the tests
   python3-venv procps util-linux passwd ca-certificates
   sudo                            # become: sudo, tested with a lab user granted NOPASSWD for one test
 )

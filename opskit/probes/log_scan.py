@@ -69,15 +69,20 @@ class LogScanProbe(Probe):
     Params = LogScanParams
 
     def script(self, params: LogScanParams, ctx: Context) -> str:
-        lines = []
-        for role, path in params.chosen().items():
-            full = ctx.path(path)
-            lines.append(f"printf '%s log %s\\t%s\\n' \"$M\" {quote(role)} {quote(full)}; "
-                         f"tailf {quote(full)} {int(params.bytes)}")
-        return collect("\n".join(lines) or "true", new_mark(), become=params.become == "sudo")
+        return tails_script(params.chosen(), ctx, params.bytes, params.become == "sudo")
 
     def parse(self, output: str, exit_status: int, params: LogScanParams) -> dict[str, Any]:
         return analyse(Collected.parse(output), params)
+
+
+def tails_script(paths: dict[str, str], ctx: Context, limit: int, become: bool) -> str:
+    """sh printing `MARK log ROLE<TAB>PATH` then the last `limit` bytes of each log (Collected's
+    events and tails); shared with app_errors."""
+    lines = []
+    for role, path in paths.items():
+        full = ctx.path(path)
+        lines.append(f"printf '%s log %s\\t%s\\n' \"$M\" {quote(role)} {quote(full)}; tailf {quote(full)} {int(limit)}")
+    return collect("\n".join(lines) or "true", new_mark(), become=become)
 
 
 def scan_log(got: Collected, path: str, limit: int) -> dict:

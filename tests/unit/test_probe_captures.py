@@ -41,7 +41,10 @@ def test_captures_are_complete():
     # check-timeouts' probes: tests/captures/refresh_timeout_probes.py
     timeouts = {"nginx_timeouts", "apache_timeouts", "phpfpm_timeouts", "php_timeouts", "kill_evidence", "log_scan",
                 "host_load"}
-    assert probes == {"system", "php", "nginx", "apache", "wordpress", "wp_plugin"} | timeouts and probes <= set(PROBES)
+    # diagnose's own probes: tests/captures/refresh_diagnose_probes.py
+    diagnose = {"firewall", "upstream_socket", "app_errors", "wp_site"}
+    assert probes == {"system", "php", "nginx", "apache", "wordpress", "wp_plugin"} | timeouts | diagnose \
+        and probes <= set(PROBES)
     for probe in ("nginx_timeouts", "phpfpm_timeouts", "apache_timeouts"):
         assert "absent" in {p.name for p in txts if p.parent.name == probe}, f"{probe}: no 'absent' capture"
     for probe in ("php", "nginx", "apache", "wordpress"):
