@@ -402,8 +402,9 @@ def remove(base: Path) -> None:
 
 
 @contextlib.contextmanager
-def site_behind_sshd(name: str, prefix: str, subnet: str, **site: object):
-    """A TimeoutSite owned by the one host of a private sshd Lab, for a test module:
+def site_behind_sshd(name: str, prefix: str, subnet: str, site_class: type | None = None, **site: object):
+    """A TimeoutSite (or `site_class`, a subclass) owned by the one host of a private sshd Lab,
+    for a test module:
 
         with site_behind_sshd("tune", "opskit-tu", "127.0.90.", pool={...}) as (lab, site, base):
             ...
@@ -421,7 +422,7 @@ def site_behind_sshd(name: str, prefix: str, subnet: str, **site: object):
     try:
         lab.start()
         host = lab.hosts[0]
-        started = TimeoutSite(base / "site", host.address, host.user, host.home, **site).start()
+        started = (site_class or TimeoutSite)(base / "site", host.address, host.user, host.home, **site).start()
         yield lab, started, base
     finally:
         if started is not None:

@@ -36,7 +36,7 @@ finally:
         del sys.modules["invoke"]
 
 from opskit import faults
-from opskit.errors import AuthError, HostKeyError, InputError, RemoteCommandError, TransportError, UnreachableError
+from opskit.errors import AuthError, HostKeyError, InputError, RemoteCommandError, UnreachableError
 from opskit.inventory import Host
 from opskit.shell import UnderHome
 

@@ -18,7 +18,6 @@ inventory gives neither a URL nor an origin.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -96,11 +95,12 @@ class Hops(Check):
             return CheckResult(Verdict.ERROR, "; ".join(problems), {"public": None, "origin": None})
         trust = trust_for(host.tls, os.environ)
         through_cdn = bool(host.cdn.provider or host.cdn.hostname)
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = {name: pool.submit(observe, target, trust, params.timeout,
-                                         name == "public" and (through_cdn or bool(host.wordpress.resolve)))
-                       for name, target in targets.items()}
-            observed = {name: future.result() for name, future in futures.items()}
+        # One after the other, the origin first: asked at once, the two requests compete for the
+        # site's PHP workers, and on a pool with one worker free the loser's 502 would be ours
+        # (a site "failing only through the CDN" that merely lost the race to diagnose itself).
+        observed = {name: observe(targets[name], trust, params.timeout,
+                                  name == "public" and (through_cdn or bool(host.wordpress.resolve)))
+                    for name in ("origin", "public") if name in targets}
         observed.setdefault("public", None)
         observed.setdefault("origin", None)
         passed_on(observed["public"], observed["origin"])

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,7 +24,7 @@ import pytest
 from lab import apache
 from lab.sshd import Lab
 from lab.sudo import sudo_for
-from lab.timeouts import TimeoutSite
+from lab.timeouts import TimeoutSite, site_behind_sshd
 from tests.conftest import cli_command, run_cli, wait_until
 
 pytestmark = pytest.mark.integration
@@ -58,23 +56,10 @@ class Env:
 def env():
     if os.geteuid() != 0:
         pytest.fail("the real-server tests need root (sshd, users, php-fpm's master); run them as root or in CI")
-    base = Path(tempfile.mkdtemp(prefix="opskit-ktimeouts-"))
-    os.chmod(base, 0o755)
-    lab = Lab(base / "lab", count=1, prefix="opskit-k", subnet="127.0.70.")
-    site = None
-    try:
-        lab.start()
-        host = lab.hosts[0]
-        site = TimeoutSite(base / "site", host.address, host.user, host.home).start()
+    with site_behind_sshd("ktimeouts", "opskit-k", "127.0.70.") as (lab, site, base):
         the = Env(lab, site, base / "inventory.yaml", base)
         the.inventory = the.inventory_with("inventory")
         yield the
-    finally:
-        if site is not None:
-            site.stop()
-        lab.stop()
-        lab.remove_users()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

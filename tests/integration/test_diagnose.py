@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from lab.diagnose import DiagnoseSite, EdgeBlock, SiteZone
+from lab.timeouts import site_behind_sshd
 from lab.sshd import Lab
 from lab.sudo import sudo_for
 from tests.conftest import run_cli
@@ -65,24 +65,13 @@ class Env:
 def env():
     if os.geteuid() != 0:
         pytest.fail("the real-server tests need root (sshd, users, php-fpm's master, nsd on port 53)")
-    base = Path(tempfile.mkdtemp(prefix="opskit-xdiagnose-"))
-    os.chmod(base, 0o755)
-    lab = Lab(base / "lab", count=1, prefix="opskit-x", subnet="127.0.80.")
-    site = zone = None
-    try:
-        lab.start()
-        host = lab.hosts[0]
-        site = DiagnoseSite(base / "site", host.address, host.user, host.home, edge_source=EDGE_SOURCE).start()
-        zone = SiteZone(base / "dns", DNS, ZONE, SITE.split(".")[0]).start(host.address)
-        yield Env(lab, site, zone, base)
-    finally:
-        if site is not None:
-            site.stop()
-        if zone is not None:
+    with site_behind_sshd("xdiagnose", "opskit-x", "127.0.80.", site_class=DiagnoseSite,
+                          edge_source=EDGE_SOURCE) as (lab, site, base):
+        zone = SiteZone(base / "dns", DNS, ZONE, SITE.split(".")[0]).start(lab.hosts[0].address)
+        try:
+            yield Env(lab, site, zone, base)
+        finally:
             zone.stop()
-        lab.stop()
-        lab.remove_users()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -238,7 +227,7 @@ def test_firewall_drops_the_edge(case):
     first = top(doc)
     assert first["cause"] == "firewall", [(f["cause"], f["summary"]) for f in doc["findings"]]
     assert first["severity"] == "error"
-    evidence_with(first, f"nft list ruleset:")
+    evidence_with(first, "nft list ruleset:")
     evidence_with(first, f"ip saddr {EDGE_SOURCE} ip daddr {ADDRESS} tcp dport {site.origin_port} drop")
     evidence_with(first, f"{EDGE_SOURCE}/32 (inventory cdn.ranges)")
 

@@ -87,17 +87,14 @@ def test_fault_matrix_file_changes(hosts, tmp_path, slow_url, playbook):
 
 
 @pytest.fixture(scope="module")
-def wp_fault_site():
-    with wordpress_host(prefix="opskit-f", subnet="127.0.15.") as (lab, site, inventory):
-        yield Site(lab, site, inventory)
+def wp_fault_sites():
+    """Two WordPress hosts, so the cases (each mostly waits for a guard's deadline) run two at a time."""
+    with wordpress_host(prefix="opskit-f", subnet="127.0.15.") as (lab, site, inventory), \
+            wordpress_host(prefix="opskit-g", subnet="127.0.17.") as (lab2, site2, inventory2):
+        yield [Site(lab, site, inventory), Site(lab2, site2, inventory2)]
 
 
-def test_fault_matrix_disable_cdn(wp_fault_site, tmp_path):
-    """disable-cdn on real WordPress, faulted from its first change on (the read-only steps
-    before it are covered by the matrices above), with an admin opening wp-admin while the
-    controller is gone, so WordPress drops the renamed plugin: the undo must re-activate it."""
-    wp = wp_fault_site
-
+def _wp_target(wp: Site) -> Target:
     def during():
         if wp.hidden():
             wp.site.open_plugins_admin_page()
@@ -105,14 +102,18 @@ def test_fault_matrix_disable_cdn(wp_fault_site, tmp_path):
     def extra_check() -> str:
         return "" if wp.active() else "CDN Enabler is not active any more"
 
-    target = Target("site1", wp.host.user, wp.host.home, wp.inventory,
-                    lambda: [wp.plugins, wp.site.wp_config_path], wp.reset, extra_check, during)
+    return Target("site1", wp.host.user, wp.host.home, wp.inventory,
+                  lambda: [wp.plugins, wp.site.wp_config_path], wp.reset, extra_check, during)
+
+
+def test_fault_matrix_disable_cdn(wp_fault_sites, tmp_path):
+    """disable-cdn on real WordPress, faulted from its first change on (the read-only steps
+    before it are covered by the matrices above), with an admin opening wp-admin while the
+    controller is gone, so WordPress drops the renamed plugin: the undo must re-activate it.
+    Reconnecting after a cut is covered above: kill, partition and kill+0.3 here."""
     matrix = Matrix("disable-cdn", TEST_PLAYBOOKS, tmp_path)
-    matrix.trace(target)
-    first_change = next(i for i, b in enumerate(matrix.boundaries) if b.startswith("write-ahead:"))
-    matrix.boundaries = matrix.boundaries[first_change:]
-    planned = [c for c in matrix.plan() if c.fault != "cut"]   # reconnecting is covered above
-    matrix.cases = [matrix.run_case(target, case, i) for i, case in enumerate(planned)]
-    matrix.report()
-    assert len(matrix.cases) >= 20
-    assert all(c.ok for c in matrix.cases), matrix.failures()
+    cases = matrix.run_all([_wp_target(wp) for wp in wp_fault_sites], from_boundary="write-ahead:",
+                           faults=("kill", "partition"))
+    assert len(cases) >= 20 and not any(c.fault == "cut" for c in cases)
+    assert any(c.fault == "kill+0.3" for c in cases)
+    assert all(c.ok for c in cases), matrix.failures()
