@@ -606,7 +606,7 @@ def main() -> int:
             "startup:python": (lambda: bench.startup([python, "-c", "pass"]), "python -c pass"),
             "startup:import-cli": (lambda: bench.startup([python, "-c", "import opskit.cli"]), 'python -c "import opskit.cli"'),
             "startup:import-runner": (lambda: bench.startup([python, "-c", "import opskit.runner"]),
-                                      'python -c "import opskit.runner" (paramiko, fabric, pydantic)'),
+                                      'python -c "import opskit.runner" (paramiko, pydantic)'),
             "startup:until-connect": (lambda: bench.startup([python, "-c", UNTIL_CONNECT, str(inventory)]),
                                       "imports of the run path, load the facts playbook and the inventory"),
             "startup:opskit-refused": (bench.cli_fixed_cost,
