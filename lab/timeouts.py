@@ -365,6 +365,13 @@ http {{
             thread.join()
         return results
 
+    def exhaust_workers(self) -> list[int | str]:
+        """One php-fpm worker, no listen backlog, four 2-second requests through the edge 0.3 s
+        apart: the first holds the worker, the others are refused (nginx: 11: Resource
+        temporarily unavailable → 502; php-fpm: server reached max_children). Their codes."""
+        self.configure(pool={"pm": "ondemand", "pm.max_children": "1", "listen.backlog": "0"})
+        return self.concurrently(*((0.3 if n else 0, "edge", "/sleep.php?s=2") for n in range(4)))
+
 
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

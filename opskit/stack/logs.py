@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Iterator, Literal
 
 Family = Literal["kill", "overload", "upstream", "gateway-timeout", "php-error"]
 FAMILIES: tuple[Family, ...] = ("kill", "overload", "upstream", "gateway-timeout", "php-error")
@@ -206,14 +206,20 @@ def match_line(line: str) -> tuple[Signature, re.Match] | None:
     return None
 
 
+def numbered_lines(text: str, partial_first_line: bool = False) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a log or its tail, without the lines' \\r; with
+    `partial_first_line`, the first line (cut by a tail read) is left out."""
+    lines = text.split("\n")
+    start = 1 if partial_first_line else 0
+    for number, line in enumerate(lines[start:], start + 1):
+        yield number, line.rstrip("\r")
+
+
 def scan(text: str, source: str, partial_first_line: bool = False) -> dict[str, SignatureCount]:
     """{signature name: its count} for the signatures found in `text` (a log, or its
     tail: with `partial_first_line`, the first line is dropped, cut by the read)."""
-    lines = text.split("\n")
-    start = 1 if partial_first_line else 0
     tallies: dict[str, _Tally] = {}
-    for number, line in enumerate(lines[start:], start + 1):
-        line = line.rstrip("\r")
+    for number, line in numbered_lines(text, partial_first_line):
         found = match_line(line)
         if found is None:
             continue

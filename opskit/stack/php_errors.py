@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from opskit.stack.logs import parse_timestamp
+from opskit.stack.logs import numbered_lines, parse_timestamp
 
 _FATAL = re.compile(r"PHP (Fatal error|Parse error|Recoverable fatal error):\s+(?P<message>.*)")
 _WP_DB = re.compile(r"(?P<message>WordPress database error .*)")
@@ -82,10 +82,7 @@ def signature(message: str) -> str:
 def group(text: str, log: str, partial_first_line: bool = False) -> list[ErrorGroup]:
     """The defects in `text` (a log or its tail), most frequent first, then newest."""
     tallies: dict[tuple[str, str], dict] = {}
-    lines = text.split("\n")
-    start = 1 if partial_first_line else 0
-    for number, raw in enumerate(lines[start:], start + 1):
-        line = raw.rstrip("\r")
+    for number, line in numbered_lines(text, partial_first_line):
         found = _message(line)
         if found is None:
             continue

@@ -201,8 +201,7 @@ def test_edge_proxy_read_timeout_shorter_gives_a_504_at_the_edge(case):
 
 def test_max_children_exhausted(case):
     site = case.site
-    site.configure(pool={"pm": "ondemand", "pm.max_children": "1", "listen.backlog": "0"})
-    codes = site.concurrently(*((0.3 if n else 0, "edge", "/sleep.php?s=2") for n in range(4)))
+    codes = site.exhaust_workers()
     assert 502 in codes, codes
     settle()
     _, doc = case.run()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -223,7 +224,9 @@ def test_move_as_opskit_prints_it(lab, tmp_path, guard):
     rows = [line.split() for line in text.splitlines() if line.strip().startswith("resolver")]
     assert any(r[1] == lab.r1.endpoint and r[3] == "old" and r[5] == OLD for r in rows), text
     assert any(r[1] == lab.r2.endpoint and r[3] == "new" and r[5] == NEW for r in rows), text
-    assert "gone from every resolver asked in 35" in text       # 3599s or so, with its UTC time
+    # the TTL (3600) less the seconds since the resolver cached it: 3600 when asked within the
+    # same second (seen once in CI), 35xx a moment later
+    assert re.search(r"gone from every resolver asked in (3600|35\d\d)s", text), text
     assert "authoritative  127.0.60.1" in text and "AA" in text and "serial 20261201" in text
 
 
