@@ -91,7 +91,7 @@ def _selection_options(f):
                      help="Leave out hosts matching this name or glob (repeatable), e.g. --host 'site*' --exclude site3.")(f)
     f = click.option("--host", "-H", "hosts", multiple=True, metavar="NAME", shell_complete=_complete_hosts,
                      help="Host name or shell-style glob like 'site*' (repeatable); @failed: the hosts that failed "
-                          "or were unreachable in the last run.")(f)
+                          "or were unreachable in the last run; @ALIAS: a WP-CLI alias (or alias group).")(f)
     return f
 
 
