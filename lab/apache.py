@@ -24,13 +24,12 @@ writes for its Apache captures.
 
 from __future__ import annotations
 
-import http.client
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.timeouts import ENV, TimeoutSite, _write, free_port, tcp_accepts, wait_for
+from lab.timeouts import ENV, TimeoutSite, _write, free_port, http_status, tcp_accepts, wait_for
 
 APACHE = "/usr/sbin/apache2"
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
@@ -128,15 +127,4 @@ class ApacheFront:
         return next(n for n, line in enumerate(self.conf.read_text().split("\n"), 1) if text in line)
 
     def get(self, path: str, timeout: float = 60) -> int | str:
-        site = self.site
-        connection = http.client.HTTPConnection(site.address, self.port, timeout=timeout,
-                                                source_address=(site.address, 0))
-        try:
-            connection.request("GET", path, headers={"Host": site.server_name})
-            response = connection.getresponse()
-            response.read()
-            return response.status
-        except OSError as error:
-            return f"{type(error).__name__}: {error}"
-        finally:
-            connection.close()
+        return http_status(self.site.address, self.port, path, self.site.server_name, timeout)

@@ -340,17 +340,8 @@ http {{
     # -- requests ------------------------------------------------------------------------------
 
     def get(self, via: str, path: str, timeout: float = 60) -> int | str:
-        port = self.origin_port if via == "origin" else self.edge_port
-        connection = http.client.HTTPConnection(self.address, port, timeout=timeout, source_address=(self.address, 0))
-        try:
-            connection.request("GET", path, headers={"Host": self.server_name})
-            response = connection.getresponse()
-            response.read()
-            return response.status
-        except OSError as error:
-            return f"{type(error).__name__}: {error}"
-        finally:
-            connection.close()
+        return http_status(self.address, self.origin_port if via == "origin" else self.edge_port, path,
+                           self.server_name, timeout)
 
     def concurrently(self, *requests: tuple[float, str, str]) -> list[int | str]:
         """(delay, via, path) requests, each in its own thread, sent `delay` seconds apart."""
@@ -371,6 +362,21 @@ http {{
         temporarily unavailable → 502; php-fpm: server reached max_children). Their codes."""
         self.configure(pool={"pm": "ondemand", "pm.max_children": "1", "listen.backlog": "0"})
         return self.concurrently(*((0.3 if n else 0, "edge", "/sleep.php?s=2") for n in range(4)))
+
+
+def http_status(address: str, port: int, path: str, server_name: str, timeout: float = 60) -> int | str:
+    """GET path from address:port as server_name, sent from `address` itself: the status, or
+    the error's name and text when there was no answer."""
+    connection = http.client.HTTPConnection(address, port, timeout=timeout, source_address=(address, 0))
+    try:
+        connection.request("GET", path, headers={"Host": server_name})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except OSError as error:
+        return f"{type(error).__name__}: {error}"
+    finally:
+        connection.close()
 
 
 def _write(path: Path, text: str) -> None:

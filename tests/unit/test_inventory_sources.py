@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ from opskit.errors import InputError, InventoryError
 from opskit.inventory_sources import ansible, wpcli
 
 NEEDS_ANSIBLE = pytest.mark.skipif(ansible.ansible_inventory() is None, reason="ansible-core is not installed (pip install -e '.[test]')")
-NEEDS_SSH = pytest.mark.skipif(shutil.which("ssh") is None, reason="the OpenSSH client is not installed")
 
 # Ansible's guide, "Inventory basics: formats, hosts, and groups" (INI and YAML), plus a range,
 # host and group vars and children
@@ -342,7 +340,6 @@ def test_convert_writes_an_inventory_that_loads_the_same(tmp_path):
 
 
 # -- the ssh config beside the inventory's values ----------------------------------------------------
-@NEEDS_SSH
 def test_precedence_host_over_ssh_config_over_defaults(tmp_path):
     config = write(tmp_path, "ssh_config", "Host prod-a prod-b\n  HostName 192.0.2.7\n  User from-ssh\n  Port 2200\n"
                                            "Host *\n  UserKnownHostsFile /tmp/kh-from-ssh\n")
