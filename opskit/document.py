@@ -16,9 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from opskit.findings import Family
-from opskit.transaction.outcome import Status, StepStatus
+from opskit.transaction.outcome import SCHEMA_VERSION, Status, StepStatus
 
-SCHEMA_VERSION = 1
 SCHEMA_FILE = "schema/run-document.schema.json"
 
 

@@ -21,7 +21,7 @@ import re
 import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
@@ -68,6 +68,8 @@ def new_run_id() -> str:
 @dataclass
 class Journal:
     root: Path
+    # (run id, host) → its journal file, once checked: append runs for every event of every host
+    _files: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def default(cls) -> "Journal":
@@ -129,7 +131,11 @@ class Journal:
     def append(self, run_id: str, host: str, event: dict) -> None:
         """Append one event and fsync it: it is on disk before we act on it."""
         line = json.dumps({"t": round(time.time(), 3), "pid": os.getpid(), **event}, sort_keys=True)
-        path = self._host_file(run_id, host)
+        path = self._files.get((run_id, host))
+        if path is None:
+            path = self._host_file(run_id, host)
+            if path.parent.is_dir():   # checked: the run's folder exists and lies inside root
+                self._files[(run_id, host)] = path
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             size = os.fstat(fd).st_size

@@ -14,6 +14,7 @@ from typing import IO
 
 from opskit.duration import format_duration
 from opskit.runner import HostOutcome
+from opskit.transaction.outcome import SCHEMA_VERSION
 
 STATUS_STYLE = {"ok": "green", "changed": "green", "kept": "green", "held": "yellow", "rolled_back": "cyan",
                 "failed": "red", "unreachable": "red", "conflict": "bold red"}
@@ -26,8 +27,6 @@ def json_document(run_id: str, playbook: str, outcomes: dict[str, HostOutcome], 
         timeouts = timeouts_summary(outcome.steps)
         if timeouts is not None:   # check-timeouts: the chain and the measurement, as the table shows them
             hosts[name]["timeouts"] = timeouts
-    from opskit.document import SCHEMA_VERSION
-
     return {
         "schema_version": SCHEMA_VERSION,   # the shape: opskit/schema/run-document.schema.json
         "run_id": run_id,

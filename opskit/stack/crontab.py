@@ -117,6 +117,8 @@ def kill_lines(text: str, file: str, kind: Kind = "user") -> tuple[KillLine, ...
 def kill_evidence(command: str) -> tuple[str, tuple[str, ...], str, int | None] | None:
     """(tool, targets, signal, age in seconds) when `command` kills PHP processes (by name,
     user or age); None otherwise."""
+    if not _may_kill(command):
+        return None
     words = _words(command)
     tools = [(i, w) for i, w in enumerate(words) if _basename(w) in _KILLERS]
     if not tools:
@@ -135,6 +137,8 @@ def kill_evidence(command: str) -> tuple[str, tuple[str, ...], str, int | None] 
 def _loop_evidence(command: str, before: list[str]) -> tuple[str, tuple[str, ...], str, int | None] | None:
     """A script's `kill "$pid"` inside a loop over `$(pgrep php-cgi)` or `ps ... | grep php` a
     few lines up: the kill, with the PHP names and age of the line that found the pids."""
+    if not _may_kill(command):
+        return None
     words = _words(command)
     tools = [_basename(w) for w in words if _basename(w) in _KILLERS]
     if not tools or "$" not in command:
@@ -145,6 +149,16 @@ def _loop_evidence(command: str, before: list[str]) -> tuple[str, tuple[str, ...
             if finder is not None:
                 return tools[0], finder[1], _signal(words[1:]), finder[3]
     return None
+
+
+def _may_kill(command: str) -> bool:
+    """Whether a kill, pkill or killall can be among the line's words: tokenizing costs far more
+    than this test, and a cron script's lines rarely kill (quotes and backslashes are dropped
+    first, as the shell drops them: k\\ill and "kill" are still kill)."""
+    return "kill" in command or "kill" in command.translate(_QUOTING)
+
+
+_QUOTING = str.maketrans("", "", "\"'\\")
 
 
 def _words(command: str) -> list[str]:

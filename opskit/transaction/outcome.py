@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from opskit.errors import ExitCode
 from opskit.findings import Finding
 
+# The `--json` document's shape version (opskit/document.py holds the models; kept here so that
+# writing a document does not build them).
+SCHEMA_VERSION = 1
+
 
 class Status(enum.StrEnum):
     """How one host's transaction ended (the `status` of the --json document)."""
