@@ -16,7 +16,7 @@ host can fake a fence):
     MARK tail SIZE PATH               the last bytes of PATH (SIZE: its whole size), then end
     MARK run NAME                     a command's output (stdout and stderr), then end
     MARK missing PATH | MARK denied PATH | MARK dir PATH
-    MARK proc PID PPID UID ARGS       one process (ps -e)
+    MARK proc PID PPID UID ARGS       one process (ps -e; not opskit's own shells)
 
 With become (the inventory's `become: sudo`) the body runs as root through one
 `sudo -n sh -c` (never a password); when sudo refuses, it runs as the login user and the
@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from opskit.shell import quote
 
 # sh functions the bodies use. printf, not echo: dash's echo rewrites backslashes in paths.
+# procs leaves opskit's own shells out: each one's command line is the whole probe script (tens
+# of KB, several times over: the login shell, sudo, sh -c), and that text names nginx, php-fpm, kill.
 FUNCTIONS = r"""
 PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin"
 show() {
@@ -48,7 +50,7 @@ tailf() {
   else printf '%s missing %s\n' "$M" "$1"; fi
 }
 run_block() { _n=$1; shift; printf '%s run %s\n' "$M" "$_n"; "$@" 2>&1; _s=$?; echo; printf '%s end %s\n' "$M" "$_s"; }
-procs() { ps -e -o pid= -o ppid= -o uid= -o args= 2>/dev/null | while read -r _p _pp _u _a; do printf '%s proc %s %s %s %s\n' "$M" "$_p" "$_pp" "$_u" "$_a"; done; }
+procs() { ps -e -o pid= -o ppid= -o uid= -o args= 2>/dev/null | while read -r _p _pp _u _a; do case $_a in *OPSKIT-P-*) continue ;; esac; printf '%s proc %s %s %s %s\n' "$M" "$_p" "$_pp" "$_u" "$_a"; done; }
 # the files a config includes, queued: follow FILE SED-SCRIPT BASE — shows FILE and every file
 # its include lines name (SED-SCRIPT prints their patterns), relative ones under BASE
 follow() {
