@@ -10,7 +10,8 @@
         id: wp                         # results are available as {{ steps.wp... }}
         probes: [wordpress]            # or probe: NAME | change: NAME | check: NAME | rule: NAME
         with: {root: "{{ host.wordpress.root }}"}
-        when: "{{ steps.x.found }}"    # run only when this reference is true (references.truthy: "false", "no", "0" are not)
+        when: "{{ steps.x.found }}"    # run only when this reference is true (references.truthy: "false", "no", "0" are not);
+                                       # "{{ not host.ssh }}": only when it is false
         on_fail: stop | warn           # checks: stop (default: roll back) or only report
         finding: {cause, severity, advice, family}   # a failing check's finding
     after_rollback: [ ...checks run after an undo... ]
@@ -75,10 +76,11 @@ class Playbook:
         for step in self.steps:
             if step.kind != "change":
                 continue
-            refs = references.references(step.when) if step.when is not None else []
-            if len(refs) == 1 and refs[0].startswith("run.") and refs[0][4:] in run:
-                if not references.truthy(run[refs[0][4:]]):
-                    continue   # decided by a run option, and it is off
+            if step.when is not None:
+                negated, ref = step.when.parts
+                if ref.startswith("run.") and ref[4:] in run:
+                    if references.truthy(run[ref[4:]]) == negated:
+                        continue   # decided by a run option, and the step is off
             return True
         return False
 
@@ -194,9 +196,13 @@ def _step(located, path: tuple, raw: Any, ids: set[str], fail) -> Step:
         raise fail(path + ("with",), str(exc)) from None
     when = raw.get("when")
     if when is not None:
-        if not isinstance(when, str) or not references.REF.fullmatch(when.strip()):
-            raise fail(path + ("when",), "must be a single {{ reference }}, e.g. \"{{ steps.ID.found }}\"")
-        refs += [(ref, ("when",)) for ref in references.references(when)]
+        try:
+            refs.append((references.condition_parts(when)[1] if isinstance(when, str) else None, ("when",)))
+        except ValueError:
+            refs.append((None, ("when",)))
+        if refs[-1][0] is None:
+            raise fail(path + ("when",), "must be a single {{ reference }} or {{ not reference }}, "
+                                         "e.g. \"{{ steps.ID.found }}\" or \"{{ not host.ssh }}\"")
     for ref, where in refs:
         root = ref.split(".")[0]
         if root not in references.ROOTS:

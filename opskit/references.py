@@ -5,9 +5,9 @@ steps.wp.root, run.id. A parameter that is exactly one reference takes the
 referenced value as is (a list stays a list, None stays None); otherwise each
 reference is turned into text inside the string.
 
-A step's `when:` is a Condition: rendering it gives True or False by `truthy`,
-which reads text the way YAML does ("false", "no", "off", "0", "" and "null"
-are false), since host.vars and probe results often hold such text.
+A step's `when:` is a Condition, one reference or `{{ not REFERENCE }}`: rendering it
+gives True or False by `truthy`, which reads text the way YAML does ("false", "no",
+"off", "0", "" and "null" are false), since host.vars and probe results often hold such text.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-REF = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
+PATH = r"[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*"
+REF = re.compile(r"\{\{\s*(" + PATH + r")\s*\}\}")
+NOT_REF = re.compile(r"\{\{\s*not\s+(" + PATH + r")\s*\}\}")   # `when:` only
 ROOTS = ("host", "steps", "run")
 
 
@@ -39,9 +41,24 @@ class Condition(str):
 
     __slots__ = ()
 
+    @property
+    def parts(self) -> tuple[bool, str]:
+        """(negated, the reference's path); ValueError unless it is `{{ ref }}` or `{{ not ref }}`."""
+        return condition_parts(self)
+
+
+def condition_parts(text: str) -> tuple[bool, str]:
+    for negated, pattern in ((False, REF), (True, NOT_REF)):
+        found = pattern.fullmatch(text.strip())
+        if found:
+            return negated, found.group(1)
+    raise ValueError(f"not a condition: {text!r}")
+
 
 def references(value: Any) -> list[str]:
     """Every reference used anywhere in a (nested) parameter value."""
+    if isinstance(value, Condition):
+        return [value.parts[1]]
     if isinstance(value, str):
         if "{{" in REF.sub("", value):
             raise TemplateError(f"malformed reference in {value!r} (expected {{{{ host.field }}}} or {{{{ steps.ID.field }}}})")
@@ -69,7 +86,8 @@ def lookup(path: str, context: dict[str, Any]) -> Any:
 
 def render(value: Any, context: dict[str, Any]) -> Any:
     if isinstance(value, Condition):
-        return truthy(render(str(value), context))
+        negated, path = value.parts
+        return truthy(lookup(path, context)) != negated
     if isinstance(value, str):
         whole = REF.fullmatch(value.strip())
         if whole:

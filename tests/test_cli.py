@@ -199,3 +199,19 @@ def test_last_error_txt_is_private(monkeypatch, tmp_path):
         assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_a_host_without_ssh_fails_alone_with_the_reason_in_a_playbook_that_needs_ssh(tmp_path):
+    """`ssh: false` (a site known by its URL) in a playbook with host-side steps: that host
+    fails and says why; no connection is attempted, and the others would go on."""
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("hosts:\n  urlonly:\n    ssh: false\n    wordpress: {url: 'http://127.0.0.1:9/'}\n")
+    result = run_cli("-i", str(inventory), "run", "facts", "--host", "urlonly", "--json",
+                     env={"OPSKIT_STATE_DIR": str(tmp_path / "state")})
+    assert result.returncode == 1, result.stderr
+    host = result.json["hosts"]["urlonly"]
+    assert host["status"] == "failed"
+    assert host["error"] == ("urlonly has `ssh: false` in the inventory (a site known by its URL only), and this "
+                             "playbook needs SSH to the host; `opskit run diagnose` gives such a site the public "
+                             "half of a diagnosis")
+    assert host["changes"] == [] and "Traceback" not in result.stderr

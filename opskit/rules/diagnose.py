@@ -151,9 +151,6 @@ class DnsFacts(BaseModel):
 class DiagnoseFacts(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ssh: bool = True                    # False: the host side was not collected (no SSH access)
-    # the public-only step of the playbook: it concludes only for a host without SSH (ssh false),
-    # since a host with SSH gets the full diagnosis from the step after it
-    only_without_ssh: bool = False
     public: CheckValue | None = None
     dns: DnsFacts | None = None
     chain: TimeoutChain | None = None
@@ -579,13 +576,9 @@ class Diagnose(Rule):
     Params = DiagnoseFacts
 
     def evaluate(self, facts: DiagnoseFacts) -> list[Finding]:
-        if facts.only_without_ssh and facts.ssh:
-            return []
         return rank(facts)
 
     def value(self, facts: DiagnoseFacts) -> dict:
-        if facts.only_without_ssh and facts.ssh:
-            return {"verdict": None, "ranked": [], "ssh": True, "deferred": "the host has SSH: the full diagnosis follows"}
         ranked = rank(facts)
         causes = [f.cause for f in ranked if f.cause in CAUSES or f.cause == "healthy"]
         public, origin = public_side(facts.public)

@@ -33,6 +33,10 @@ class Connecting:
         """Before a step that needs the host: open the session if it is not open. The hello is
         then left for the step's probe batch (see execute.do_probes), or run now by
         `ensure_hello` when the step is not a probe."""
+        if not self.host.ssh:
+            raise NotConnected(Status.FAILED, f"{self.host.name} has `ssh: false` in the inventory (a site known by its "
+                                              "URL only), and this playbook needs SSH to the host; `opskit run diagnose` "
+                                              "gives such a site the public half of a diagnosis")
         if not self.connected:
             try:
                 self.open_session()

@@ -150,6 +150,31 @@ def test_a_when_from_a_playbook_renders_to_its_truth(tmp_path, text, want):
     assert render(when, {"host": {"vars": {"enabled": text}}}) is want
 
 
+@pytest.mark.parametrize("text, want", [("false", True), ("no", True), ("", True), (None, True), (False, True),
+                                        ("yes", False), (True, False), ("anything", False)])
+def test_a_when_not_renders_to_the_opposite_truth(tmp_path, text, want):
+    from opskit import playbook
+
+    path = tmp_path / "p.yaml"
+    path.write_text('name: p\ndescription: d\nsteps:\n  - probe: system\n    when: "{{  not   host.vars.enabled }}"\n')
+    when = playbook.load(str(path)).steps[0].when
+    assert str(when) == "{{  not   host.vars.enabled }}" and when.parts == (True, "host.vars.enabled")
+    assert render(when, {"host": {"vars": {"enabled": text}}}) is want
+
+
+@pytest.mark.parametrize("when", ["{{ not }}", "{{ not not host.ssh }}", "{{ notahost.ssh }}", "not {{ host.ssh }}",
+                                  "{{ not steps.nope.x }}"])
+def test_a_when_that_is_neither_a_reference_nor_its_negation_is_refused_with_its_line(tmp_path, when):
+    from opskit import playbook
+    from opskit.errors import InputError
+
+    path = tmp_path / "p.yaml"
+    path.write_text(f'name: p\ndescription: d\nsteps:\n  - probe: system\n    when: "{when}"\n')
+    with pytest.raises(InputError) as caught:
+        playbook.load(str(path))
+    assert f"{path}:5: steps.0.when:" in str(caught.value)
+
+
 def test_require_uses_the_same_truth():
     from opskit.checks.require import Require, RequireParams
     from opskit.steps import Verdict
