@@ -9,6 +9,8 @@ then times, --rounds times each, in the same rounds (same load):
                     one SSH connection and the two probe execs per host, the public-side requests
                     (refused at once here: the inventory's URL and origin point at a closed port)
                     and the DNS question (to a resolver address where nothing listens)
+  opskit-cli-one-host  the same on host 1 alone (`--host h1`): the CLI's fixed cost, so that the CPU
+                    each added host costs can be told apart from start-up
   ssh-xargs-c25519  one `ssh -o KexAlgorithms=curve25519-sha256` per host under `xargs -P N`, running
                     the very two scripts opskit sent to host 1 (recorded from an in-process run: the
                     hello, every probe, the fences), one after the other in that one session
@@ -114,12 +116,20 @@ class Diagnose:
                             BENCH_KNOWN_HOSTS=str(lab.known_hosts), BENCH_SCRIPT_1=scripts[0], BENCH_SCRIPT_2=scripts[1])
         self.round = 0
 
-    def argv(self) -> list[str]:
-        return base.OPSKIT + ["-i", str(self.inventory), "run", "diagnose", "--all", "--json", "--forks", str(self.forks)]
+    def argv(self, one: bool = False) -> list[str]:
+        chosen = ["--host", self.lab.hosts[0].name] if one else ["--all"]
+        return base.OPSKIT + ["-i", str(self.inventory), "run", "diagnose", *chosen, "--json", "--forks", str(self.forks)]
 
     def cli(self) -> float:
         seconds, result = base.run_command(self.argv(), env=self.env, cwd=self.work, timeout=600)
         check_document(result, {h.name for h in self.lab.hosts})
+        return seconds
+
+    def cli_one(self) -> float:
+        """The same command on host 1 alone: its CPU is the run's fixed cost (start-up, imports,
+        the playbook and inventory), the rest of an N-host run's CPU is what each host adds."""
+        seconds, result = base.run_command(self.argv(one=True), env=self.env, cwd=self.work, timeout=600)
+        check_document(result, {self.lab.hosts[0].name})
         return seconds
 
     def peak_rss_mib(self) -> float | None:
@@ -226,16 +236,21 @@ def main() -> int:
         bench = Diagnose(lab, work, inventory, scripts, args.forks)
         bench.cli()            # warm-up: byte code, the lab's sshd caches
         bench.floor()
-        samples = {"opskit-cli": [], "ssh-xargs-c25519": []}
+        samples = {"opskit-cli": [], "ssh-xargs-c25519": [], "opskit-cli-one-host": []}
         for _ in range(args.rounds):
             samples["opskit-cli"].append(base.measure(bench.cli, in_process=False))
             samples["ssh-xargs-c25519"].append(base.measure(bench.floor, in_process=False))
+            samples["opskit-cli-one-host"].append(base.measure(bench.cli_one, in_process=False))
         results["methods"] = {name: base.summarize(s) for name, s in samples.items()}
         results["ratio"] = base.ratio_figures(samples, "opskit-cli", "ssh-xargs-c25519")
         cpu = statistics.median(c for _, c, _ in samples["opskit-cli"])
         floor_cpu = statistics.median(c for _, c, _ in samples["ssh-xargs-c25519"])
+        fixed_cpu = statistics.median(c for _, c, _ in samples["opskit-cli-one-host"])
         results["controller_cpu_ms_per_host"] = round(cpu * 1000 / args.hosts, 1)
         results["floor_cpu_ms_per_host"] = round(floor_cpu * 1000 / args.hosts, 1)
+        results["controller_fixed_cpu_ms"] = round(fixed_cpu * 1000, 1)
+        # what each host adds beyond the one-host run's fixed cost
+        results["controller_cpu_ms_per_added_host"] = round((cpu - fixed_cpu) * 1000 / max(1, args.hosts - 1), 1)
         results["cli_peak_rss_mib"] = bench.peak_rss_mib()
         results["load_after"] = base.loadavg()
     if args.memory_hosts:
@@ -246,6 +261,9 @@ def main() -> int:
         print(f"  {name:<18} median {figures['median']:.2f}s (min {figures['min']:.2f}, max {figures['max']:.2f}), "
               f"client cpu {figures['client_cpu']['median'] * 1000 / args.hosts:.1f} ms/host")
     print(f"  ratio {results['ratio']['of_medians']}x of medians, {results['ratio']['median_of_rounds']}x median of rounds")
+    print(f"  controller cpu {results['controller_cpu_ms_per_host']} ms/host: fixed {results['controller_fixed_cpu_ms']} ms "
+          f"(one host) + {results['controller_cpu_ms_per_added_host']} ms per added host; "
+          f"the OpenSSH clients {results['floor_cpu_ms_per_host']} ms/host")
     print(f"  CLI peak RSS {results['cli_peak_rss_mib']} MiB" + (
         f"; at {args.memory_hosts} hosts {results['memory']['peak_rss_mib']} MiB" if args.memory_hosts else ""))
     out = ROOT / "benchmarks" / "results" / f"diagnose_vs_ssh-{dt.date.today().isoformat()}-{args.hosts}hosts.json"

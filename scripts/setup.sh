@@ -40,3 +40,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[test]'
+# Byte-compile the checkout: pip does not compile an editable install, and where
+# PYTHONDONTWRITEBYTECODE is set nothing writes the .pyc files later either, so every
+# `opskit` start (hundreds in the test suite) would compile opskit from source again.
+.venv/bin/python -m compileall -q -j 0 opskit lab >/dev/null
