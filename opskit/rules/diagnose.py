@@ -335,8 +335,9 @@ def firewall_findings(facts: FirewallFacts | None, cdn_path_failing: bool) -> li
             "a per-source connection limit applies to the web ports: a CDN edge carries many visitors from one "
             "address, so it reaches such a limit first and gets refused",
             tuple(evidence),
-            "exempt the CDN's ranges from the limit (CSF: add them to csf.allow / csf.ignore; nftables/iptables: "
-            "accept them before the limit)",
+            "exempt the CDN's ranges from the limit (CSF: add them to csf.allow / csf.ignore; ufw: "
+            "`ufw insert 1 allow proto tcp from RANGE to any port 443` for each range; nftables/iptables: accept "
+            "them before the limit)",
             family=Family.CDN))
     return out
 

@@ -138,6 +138,8 @@ def _within(a: Network, b: Network) -> bool:
 
 _DROPS = {"DROP": "drop", "REJECT": "reject"}
 # chains that fail2ban, CSF and ufw fill with bans: a RETURN/REJECT there is theirs
+# the chain `ufw limit` jumps to (it logs and REJECTs): the jump, with its port, is the limit
+_UFW_LIMIT = ("ufw-user-limit", "ufw6-user-limit")
 _BAN_CHAIN = re.compile(r"^(f2b-|fail2ban-|DENYIN|DENYOUT|ufw-user-input|LOCALINPUT)")
 
 
@@ -154,8 +156,12 @@ def parse_iptables_save(text: str, source: str, kind: str = "iptables") -> list[
             continue
         words = line.split()
         chain = words[1]
+        if chain in _UFW_LIMIT:
+            continue   # reached only through a limit's jump, which stands for it
         target = _option(words, "-j")
         action = _DROPS.get(target or "")
+        if target in _UFW_LIMIT and "--hitcount" in words:
+            action = "rate-limit"   # `ufw limit PORT`: over 6 new connections in 30 s from one address → REJECT
         if action is None:
             continue
         limited = any(m in words for m in ("connlimit", "hashlimit", "recent")) or "--connlimit-above" in words

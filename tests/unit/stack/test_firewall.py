@@ -1,5 +1,6 @@
 """opskit.stack.firewall on real iptables-save / nft output (tests/captures/firewall-debian12/) and on
-CSF, fail2ban and ufw text written as their documentation shows it."""
+CSF text written as its documentation shows it (CSF is not a Debian package); fail2ban and ufw as
+they wrote it (tests/captures/firewall-debian12/README.md)."""
 
 from __future__ import annotations
 
@@ -96,9 +97,34 @@ def test_csf_deny_tempban_and_ct_limit():
     assert fw.parse_csf_ct_limit('CT_LIMIT = "0"\n', "csf.conf") is None
 
 
-def test_fail2ban_status_and_ufw_user_rules():
+def test_fail2ban_status_of_real_jails():
     bans = fw.parse_fail2ban_status(read("fail2ban-status-nginx.txt"), "fail2ban-client status nginx-limit-req")
     assert [(b.sources, b.chain, b.line) for b in bans] == [(("104.23.12.7",), "nginx-limit-req", 9),
                                                              (("203.0.113.50",), "nginx-limit-req", 9)]
-    [ufw] = fw.parse_iptables_save(read("ufw-user.rules"), "/etc/ufw/user.rules", kind="ufw")
-    assert (ufw.kind, ufw.sources, ufw.line) == ("ufw", ("172.64.0.0/13",), 8)
+    [v6] = fw.parse_fail2ban_status(read("fail2ban-status-nginx-botsearch.txt"), "fail2ban-client status nginx-botsearch")
+    assert v6.sources == ("2606:4700::6810:84e5",) and v6.action == "ban"
+    hits = fw.against(bans + [v6], fw.cdn_ranges("cloudflare"))
+    assert [h.block.sources for h in hits] == [("104.23.12.7",), ("2606:4700::6810:84e5",)]   # 203.0.113.50: no edge
+    # the jail list is not a jail: no bans in it
+    assert fw.parse_fail2ban_status(read("fail2ban-status.txt"), "fail2ban-client status") == []
+
+
+def test_ufw_user_rules_as_ufw_wrote_them():
+    blocks = fw.parse_iptables_save(read("ufw-user.rules"), "/etc/ufw/user.rules", kind="ufw")
+    assert [(b.action, b.line, b.sources, b.ports) for b in blocks] == [
+        ("drop", 21, ("104.16.0.0/13",), (443,)),       # ufw deny proto tcp from 104.16.0.0/13 to any port 443
+        ("rate-limit", 25, (), (22,)),                  # ufw limit 22/tcp: the jump, not ufw-user-limit's REJECT
+        ("reject", 32, ("198.51.100.7",), ())]          # ufw reject from 198.51.100.7
+    assert [(h.block.line, [r.network for r in h.ranges]) for h in fw.against(blocks, fw.cdn_ranges("cloudflare"))] \
+        == [(21, ["104.16.0.0/13"])]                    # the limit is on SSH, not the web ports
+    [v6] = fw.parse_iptables_save(read("ufw-user6.rules"), "/etc/ufw/user6.rules", kind="ufw")[1:]
+    assert (v6.action, v6.sources, v6.ports, v6.chain) == ("drop", ("2001:db8::/32",), (80,), "ufw6-user-input")
+
+
+def test_ufw_limit_on_https_rate_limits_the_edges():
+    """`ufw limit 443/tcp`: six new connections in 30 s from one address are refused, and a CDN
+    edge opens far more than that."""
+    [limit] = fw.parse_iptables_save(read("ufw-limit-443-user.rules"), "/etc/ufw/user.rules", kind="ufw")
+    assert (limit.action, limit.line, limit.ports) == ("rate-limit", 22, (443,))
+    [hit] = fw.against([limit], fw.cdn_ranges("cloudflare"))
+    assert hit.block is limit
