@@ -5,12 +5,14 @@ slowlog, PHP's error_log, the origin's and the edge's nginx error_log, Apache's 
 the inventory's `logs:` names them instead: `logs: {fpm: PATH, php: PATH, web: PATH,
 edge: PATH, slow: PATH}`, and any other name adds a log to scan. Each is read with a bounded
 `tail -c` (`bytes`, 2 MB by default, 8 MB at most: never the whole of a big log), counted by
-opskit.stack.logs, and given as a rules.facts.LogScan:
+opskit.stack.logs, and given as a rules.facts.LogScan; `kernel` is the OOM killer's lines of
+`dmesg -T` (readable by root only where kernel.dmesg_restrict is 1, Debian's default):
 
     {"fpm": {"file": "/var/log/php8.2-fpm.log", "readable": True, "bytes_read": 48211, "size": 48211,
              "signatures": {"fpm-terminate": {"count": 3, "first": "2026-12-01T10:15:02", "last": ...,
                                               "sample": "[01-Dec-2026 ...] WARNING: ...", "line": 412, ...}}},
-     "web": {...}, "edge": None, "php": {...}, "slow": {...}, "extra": {}, "logs": [...]}
+     "web": {...}, "edge": None, "php": {...}, "slow": {...}, "extra": {}, "logs": [...],
+     "kernel": {"file": "dmesg -T", "readable": False, "reason": "dmesg: read kernel buffer failed: ..."}}
 
 A log this user may not read is {"readable": False, "reason": "Permission denied"}: the rules
 say so and conclude nothing from it. `line` is the sample's line in the file when the whole
@@ -50,6 +52,7 @@ class LogScanParams(BaseModel):
     overrides: dict[str, str] = Field(default_factory=dict)   # the inventory's logs: {name: path}
     bytes: int = Field(default=DEFAULT_BYTES, ge=4096, le=MAX_BYTES)
     become: str | None = None
+    kernel: bool = True          # also the kernel's OOM-killer lines (`dmesg -T`; root only on Debian)
 
     def chosen(self) -> dict[str, str]:
         """role → path: the inventory's first, then what the configs said; web falls back to Apache's."""
@@ -69,20 +72,46 @@ class LogScanProbe(Probe):
     Params = LogScanParams
 
     def script(self, params: LogScanParams, ctx: Context) -> str:
-        return tails_script(params.chosen(), ctx, params.bytes, params.become == "sudo")
+        return tails_script(params.chosen(), ctx, params.bytes, params.become == "sudo",
+                            KERNEL_SCRIPT if params.kernel else "")
 
     def parse(self, output: str, exit_status: int, params: LogScanParams) -> dict[str, Any]:
         return analyse(Collected.parse(output), params)
 
 
-def tails_script(paths: dict[str, str], ctx: Context, limit: int, become: bool) -> str:
+# The OOM killer's lines from the kernel's ring buffer: only "Killed process" (one per kill,
+# naming the process), the last 50; when dmesg may not be read (kernel.dmesg_restrict, Debian's
+# default, without become), its own message, as the block's text with a failing status.
+KERNEL_SCRIPT = """_oom() { _k=$(dmesg -T 2>&1) || { printf '%s' "$_k" | head -c 300; return 1; }
+  printf '%s\\n' "$_k" | grep -E 'Killed process [0-9]+ ' | tail -n 50; return 0; }
+if command -v dmesg >/dev/null 2>&1; then run_block dmesg _oom; fi"""
+KERNEL_SOURCE = "dmesg -T"
+
+
+def tails_script(paths: dict[str, str], ctx: Context, limit: int, become: bool, extra: str = "") -> str:
     """sh printing `MARK log ROLE<TAB>PATH` then the last `limit` bytes of each log (Collected's
-    events and tails); shared with app_errors."""
+    events and tails), then `extra`; shared with app_errors."""
     lines = []
     for role, path in paths.items():
         full = ctx.path(path)
         lines.append(f"printf '%s log %s\\t%s\\n' \"$M\" {quote(role)} {quote(full)}; tailf {quote(full)} {int(limit)}")
+    if extra:
+        lines.append(extra)
     return collect("\n".join(lines) or "true", new_mark(), become=become)
+
+
+def scan_kernel(got: Collected) -> dict | None:
+    """The OOM kills in `dmesg -T` as a LogScan (lines are not file lines: `line` is None);
+    unreadable with dmesg's own words when it refused; None when the host has no dmesg."""
+    if "dmesg" not in got.blocks:
+        return None
+    status, text = got.blocks["dmesg"]
+    if status != 0:
+        reason = text.strip().splitlines()[-1] if text.strip() else f"dmesg exited {status}"
+        return LogScan(file=KERNEL_SOURCE, readable=False, reason=reason).model_dump(mode="json")
+    signatures = {name: {**count.to_json(), "line": None} for name, count in logs.scan(text, KERNEL_SOURCE).items()}
+    return LogScan(file=KERNEL_SOURCE, readable=True, bytes_read=len(text.encode()),
+                   signatures=signatures).model_dump(mode="json")
 
 
 def scan_log(got: Collected, path: str, limit: int) -> dict:
@@ -119,6 +148,7 @@ def analyse(got: Collected, params: LogScanParams) -> dict[str, Any]:
     value: dict[str, Any] = {role: None for role in ROLES if role != "apache"}
     value["extra"] = {}
     value["logs"] = []
+    value["kernel"] = scan_kernel(got) if params.kernel else None
     for kind, fields in got.events:
         if kind != "log" or len(fields) < 2:
             continue

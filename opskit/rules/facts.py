@@ -39,8 +39,8 @@ SignatureCount.to_json() is a LogSignature); a name the rules do not know is ign
       apache-fcgi-timeout   mod_proxy_fcgi's "(70007)The timeout specified has expired: … AH01075" (504)
       nginx-backlog-full    "connect() to unix:… failed (11: Resource temporarily unavailable)":
                             php-fpm's listen queue is full (502)
-    kernel log (dmesg, /var/log/kern.log; often readable by root only; not counted by stack.logs yet)
-      oom-kill              "Out of memory: Killed process N (php-fpm…)"
+    kernel log (`dmesg -T`, read by log_scan as `kernel`; root only where kernel.dmesg_restrict is 1)
+      oom-kill              "Out of memory: Killed process N (php-fpm…)", or "Memory cgroup out of memory: …"
 """
 
 from __future__ import annotations

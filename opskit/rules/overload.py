@@ -7,7 +7,8 @@
 
 Findings, in this order:
 
-    kernel log "Out of memory: Killed process"   error: the OOM killer ends workers with SIGKILL (502)
+    kernel log "Out of memory: Killed process"   error when it killed PHP, the web server or the database
+      (dmesg -T; also a memory cgroup's)          (SIGKILL: 502); warning for another process
     php-fpm "server reached pm.max_children"     warning; error when nginx was refused too
       nginx "connect() … (11: Resource            ("connect() … failed (11: …)": the listen backlog
       temporarily unavailable)"                    was full, those requests got 502); php-fpm's
@@ -24,6 +25,7 @@ means slow storage; the advice says so.
 from __future__ import annotations
 
 import math
+import re
 
 from opskit.findings import Evidence, Family, Finding, Severity
 from opskit.rules.facts import LogScan, OverloadFacts, when
@@ -49,17 +51,27 @@ def _seen(log: LogScan | None, name: str):
     return log.seen(name) if log is not None else None
 
 
+# what the site's answers need: a kill of one of these is a 502 (or 503) for its visitors
+_SITE_PROCESSES = re.compile(r"^(?:php|lsphp|httpd|apache2|nginx|mysqld|mariadbd|memcached|redis-server)", re.I)
+
+
 def _oom(facts: OverloadFacts) -> list[Finding]:
     found = _seen(facts.kernel_log, "oom-kill")
     if found is None:
         return []
+    killed = ", ".join(found.where) or "processes"
+    site = any(_SITE_PROCESSES.match(name) for name in found.where)
+    if site:
+        summary = (f"the kernel ran out of memory and killed {killed} {when(found)}: a PHP worker (or the web server, "
+                   "or the database) killed this way exits on SIGKILL and its visitors get a 502")
+    else:
+        summary = (f"the kernel ran out of memory and killed {killed} {when(found)}: memory is short on this host, "
+                   "and PHP workers may be next")
     return [Finding(
-        "overload", Severity.ERROR,
-        f"the kernel ran out of memory and killed processes {when(found)}: a PHP worker killed this way "
-        "exits on SIGKILL and its visitor gets a 502",
+        "overload", Severity.ERROR if site else Severity.WARNING, summary,
         (facts.kernel_log.evidence("oom-kill"),),
-        "find what took the memory (the killed process is named in the line); lower pm.max_children or "
-        "memory_limit so the workers fit in memory, or give the host more memory",
+        "find what took the memory (the killed process is named in the line, with its size); lower pm.max_children "
+        "or memory_limit so the workers fit in memory, or give the host (or its memory cgroup) more memory",
         family=Family.OVERLOAD)]
 
 

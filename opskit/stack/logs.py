@@ -114,6 +114,10 @@ SIGNATURES: tuple[Signature, ...] = (
                          r"while connecting to upstream"), "502"),
     Signature("nginx-no-live-upstreams", "upstream", "every server of the upstream block marked failed",
               "no live upstreams", re.compile(r"no live upstreams while connecting to upstream"), "502"),
+    # the kernel's log (`dmesg -T`): the OOM killer, for the whole host or one memory cgroup
+    Signature("oom-kill", "overload", "the kernel's OOM killer (memory exhausted, or a cgroup's memory limit)",
+              "Killed process", re.compile(r"(?P<scope>Memory cgroup out of memory|Out of memory): Killed process "
+                                           r"(?P<pid>\d+) \((?P<target>[^)]*)\)"), "502 (SIGKILL)"),
     # Apache's error log (mod_proxy_fcgi)
     Signature("apache-fcgi-timeout", "gateway-timeout", "Apache ProxyTimeout (else Timeout)",
               "AH01075", re.compile(r"\(70007\)The timeout specified has expired: .*AH01075: "
@@ -138,10 +142,12 @@ _MONTHS = {name: number for number, name in enumerate(
 _FPM_OR_PHP = re.compile(r"\[(\d{2})-([A-Z][a-z]{2})-(\d{4}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(?: [^\]]+)?\]")
 _NGINX = re.compile(r"(\d{4})/(\d{2})/(\d{2}) (\d{2}):(\d{2}):(\d{2}) \[")
 _APACHE = re.compile(r"\[[A-Z][a-z]{2} ([A-Z][a-z]{2}) (\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))? (\d{4})\]")
+_DMESG_T = re.compile(r"\[[A-Z][a-z]{2} ([A-Z][a-z]{2}) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2}) (\d{4})\]")
 
 
 def parse_timestamp(line: str) -> str | None:
-    """The time at the start of a php-fpm, PHP error_log, nginx or Apache error log line,
+    """The time at the start of a php-fpm, PHP error_log, nginx or Apache error log line (or of
+    a `dmesg -T` line),
     as ISO text ("2026-12-01T10:15:00", with ".123456" when the line has microseconds);
     None when the line does not start with one."""
     if match := _FPM_OR_PHP.match(line):
@@ -153,6 +159,9 @@ def parse_timestamp(line: str) -> str | None:
     if match := _APACHE.match(line):
         month, day, hour, minute, second, fraction, year = match.groups()
         return _iso(year, _MONTHS.get(month), day, hour, minute, second, fraction)
+    if match := _DMESG_T.match(line):   # dmesg -T: "[Tue Dec  1 17:42:08 2026]"
+        month, day, hour, minute, second, year = match.groups()
+        return _iso(year, _MONTHS.get(month), day.zfill(2), hour, minute, second, None)
     return None
 
 

@@ -266,8 +266,27 @@ def test_merge_and_families():
         "kill": 2, "overload": 1}
 
 
+KERNEL = Path(__file__).resolve().parents[2] / "captures" / "kernel-debian12"
+
+
+def test_oom_kills_in_real_dmesg_output():
+    """`dmesg -T` after two global OOM kills and one memory cgroup's (php over a 64 MiB limit):
+    one count per "Killed process" line, named by the process; the surrounding lines of the
+    same kills ("invoked oom-killer", "oom-kill:constraint=…", the memory dump) do not count."""
+    excerpt = (KERNEL / "dmesg-T-php-memcg-oom-excerpt.txt").read_text()
+    [(name, count)] = logs.scan(excerpt, "dmesg -T").items()
+    assert (name, count.count, count.where, count.last) == ("oom-kill", 1, ("php",), "2026-12-01T17:42:08")
+    assert "invoked oom-killer" in excerpt and "oom-kill:constraint=CONSTRAINT_MEMCG" in excerpt
+    killed = logs.scan((KERNEL / "dmesg-T-killed.txt").read_text(), "dmesg -T")["oom-kill"]
+    assert (killed.count, killed.where, killed.first, killed.last) == (
+        3, ("python", "php"), "2026-12-01T08:16:57", "2026-12-01T17:42:08")
+    assert logs.parse_timestamp("[Tue Dec  1 08:16:57 2026] Out of memory: x") == "2026-12-01T08:16:57"
+    assert logs.parse_timestamp("[Sun Nov 22 23:59:01 2026] x") == "2026-11-22T23:59:01"
+
+
 def test_every_signature_is_in_a_capture_or_in_test_signatures_without_a_capture():
     seen = {name for case in CASES for counts in scanned(case).values() for name in counts}
+    seen |= {name for file in KERNEL.glob("*.txt") for name in logs.scan(file.read_text(), file.name)}
     assert set(logs.BY_NAME) - seen == {"nginx-upstream-denied", "nginx-upstream-closed", "fpm-exit-signal"}
     assert all(s.family in logs.FAMILIES for s in logs.SIGNATURES)
     assert logs.BY_NAME["fpm-terminate"].to_json()["http"] == "502"
