@@ -131,6 +131,15 @@ def diagnosis(doc: dict) -> dict:
     return next(s for s in doc["steps"] if s["id"] == "diagnosis")["value"]
 
 
+def kernel_log(doc: dict) -> dict:
+    return next(s for s in doc["steps"] if s["id"] == "logs")["value"]["log_scan"]["kernel"]
+
+
+def dmesg_restricted() -> bool:
+    path = Path("/proc/sys/kernel/dmesg_restrict")
+    return path.exists() and path.read_text().strip() == "1"
+
+
 def settle() -> None:
     time.sleep(1.3)   # php-fpm's master logs a child's exit (and max_children) on its next tick
 
@@ -147,6 +156,9 @@ def test_healthy_host(case):
     evidence_with(first, f"origin: GET {case.site.origin_url}/")
     evidence_with(first, "→ 200")
     assert diagnosis(doc)["verdict"] == "healthy"
+    if dmesg_restricted():   # Debian's default: the site's user may not read the kernel's log, and is told so
+        assert kernel_log(doc) == {"file": "dmesg -T", "readable": False, "bytes_read": None, "signatures": {},
+                                   "reason": "dmesg: read kernel buffer failed: Operation not permitted"}
     # two execs on the host: the public and DNS checks run from the controller; the public-only
     # diagnosis is skipped for a host with SSH (`when: "{{ not host.ssh }}"`: the full one follows)
     assert [(s["kind"], s["status"]) for s in doc["steps"]] == [
@@ -228,6 +240,9 @@ def test_firewall_drops_the_edge(case):
     evidence_with(first, "nft list ruleset:")
     evidence_with(first, f"ip saddr {EDGE_SOURCE} ip daddr {ADDRESS} tcp dport {site.origin_port} drop")
     evidence_with(first, f"{EDGE_SOURCE}/32 (inventory cdn.ranges)")
+    # root through sudo reads the kernel's ring buffer (whatever OOM kills this machine has had)
+    kernel = kernel_log(doc)
+    assert (kernel["file"], kernel["readable"]) == ("dmesg -T", True), kernel
 
 
 def test_domain_resolves_elsewhere(case):
