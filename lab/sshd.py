@@ -218,6 +218,11 @@ class Lab:
         self.known_hosts.write_text("".join(h.host_key_line() + "\n" for h in self.hosts))
 
     def stop(self) -> None:
+        # every sshd is told first, then each is reaped: a 200-host lab stops in about the time
+        # of one host instead of one after the other
+        for host in self.hosts:
+            if host.process is not None and host.process.poll() is None:
+                host.process.terminate()
         for host in self.hosts:
             host.stop()
             host.kill_user_processes()
