@@ -120,16 +120,12 @@ class Diagnose:
         chosen = ["--host", self.lab.hosts[0].name] if one else ["--all"]
         return base.OPSKIT + ["-i", str(self.inventory), "run", "diagnose", *chosen, "--json", "--forks", str(self.forks)]
 
-    def cli(self) -> float:
-        seconds, result = base.run_command(self.argv(), env=self.env, cwd=self.work, timeout=600)
-        check_document(result, {h.name for h in self.lab.hosts})
-        return seconds
-
-    def cli_one(self) -> float:
-        """The same command on host 1 alone: its CPU is the run's fixed cost (start-up, imports,
-        the playbook and inventory), the rest of an N-host run's CPU is what each host adds."""
-        seconds, result = base.run_command(self.argv(one=True), env=self.env, cwd=self.work, timeout=600)
-        check_document(result, {self.lab.hosts[0].name})
+    def cli(self, one: bool = False) -> float:
+        """The command on every host, or (`one`) on host 1 alone: that run's CPU is the fixed cost
+        (start-up, imports, the playbook and inventory); the rest of an N-host run's CPU is what
+        each host adds."""
+        seconds, result = base.run_command(self.argv(one), env=self.env, cwd=self.work, timeout=600)
+        check_document(result, {self.lab.hosts[0].name} if one else {h.name for h in self.lab.hosts})
         return seconds
 
     def peak_rss_mib(self) -> float | None:
@@ -240,7 +236,7 @@ def main() -> int:
         for _ in range(args.rounds):
             samples["opskit-cli"].append(base.measure(bench.cli, in_process=False))
             samples["ssh-xargs-c25519"].append(base.measure(bench.floor, in_process=False))
-            samples["opskit-cli-one-host"].append(base.measure(bench.cli_one, in_process=False))
+            samples["opskit-cli-one-host"].append(base.measure(lambda: bench.cli(one=True), in_process=False))
         results["methods"] = {name: base.summarize(s) for name, s in samples.items()}
         results["ratio"] = base.ratio_figures(samples, "opskit-cli", "ssh-xargs-c25519")
         cpu = statistics.median(c for _, c, _ in samples["opskit-cli"])

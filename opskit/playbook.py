@@ -197,12 +197,10 @@ def _step(located, path: tuple, raw: Any, ids: set[str], fail) -> Step:
     when = raw.get("when")
     if when is not None:
         try:
-            refs.append((references.condition_parts(when)[1] if isinstance(when, str) else None, ("when",)))
+            refs.append((references.condition_parts(when if isinstance(when, str) else "")[1], ("when",)))
         except ValueError:
-            refs.append((None, ("when",)))
-        if refs[-1][0] is None:
             raise fail(path + ("when",), "must be a single {{ reference }} or {{ not reference }}, "
-                                         "e.g. \"{{ steps.ID.found }}\" or \"{{ not host.ssh }}\"")
+                                         "e.g. \"{{ steps.ID.found }}\" or \"{{ not host.ssh }}\"") from None
     for ref, where in refs:
         root = ref.split(".")[0]
         if root not in references.ROOTS:
